@@ -1,0 +1,318 @@
+//! Configuration: the documented YAML schema, its loading and its validation.
+//!
+//! The types in this module *are* the schema: `fedauthz config-schema` derives the JSON Schema
+//! from them and every field's doc comment is its documentation. Loading ([`load`]) turns YAML
+//! into these types with field-path error messages; [`validate`] checks the rules serde cannot
+//! express. Nothing here touches the network or key material: turning a valid config into a
+//! running verifier is the job of [`crate::verify`] and [`crate::keys`].
+
+mod duration;
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use duration::HumanDuration;
+pub use load::{ConfigError, FieldError, load_file, parse_yaml};
+pub use validate::validate;
+
+use crate::jose::Algorithm;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "fedauthz configuration")]
+pub struct Config {
+    /// Listen addresses and process behaviour.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Decision for a request that carries no credential at all. A credential that is present
+    /// but invalid is always denied, whatever this says.
+    #[serde(default)]
+    pub default_decision: DefaultDecision,
+    /// Largest accepted token, in bytes, checked before any decoding.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    /// How allow and deny answers are shaped.
+    #[serde(default)]
+    pub response: ResponseConfig,
+    /// Trusted token issuers. A token is verified only with the keys of the issuer whose
+    /// `issuer` string equals the token's `iss` exactly.
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// Listen addresses and process behaviour.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the gRPC listener (ext_authz Check and grpc.health.v1).
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: SocketAddr,
+    /// Address of the HTTP admin listener (/healthz, /readyz).
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// How long a shutdown waits for in-flight checks to finish.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_listen: default_grpc_listen(),
+            admin_listen: default_admin_listen(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+/// What happens to a request that presents no credential.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultDecision {
+    /// Answer 401 with a `WWW-Authenticate: Bearer` challenge.
+    #[default]
+    Deny,
+    /// Let the request through anonymously; identity headers are still stripped.
+    Allow,
+}
+
+/// How allow and deny answers are shaped.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseConfig {
+    /// `realm` of the `WWW-Authenticate` challenge on denials.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Upstream request headers that carry the verified identity. Client-sent copies of these
+    /// headers are always removed or overwritten, so the upstream can trust them.
+    #[serde(default)]
+    pub identity_headers: IdentityHeaders,
+    /// Remove the header that carried the credential before the request goes upstream.
+    #[serde(default = "default_true")]
+    pub remove_credential: bool,
+}
+
+impl Default for ResponseConfig {
+    fn default() -> Self {
+        Self {
+            realm: default_realm(),
+            identity_headers: IdentityHeaders::default(),
+            remove_credential: true,
+        }
+    }
+}
+
+/// Names of the upstream headers that carry identity (lower-case header names).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeaders {
+    /// Header set to the token's `sub`.
+    #[serde(default = "default_subject_header")]
+    pub subject: String,
+    /// Header set to the `id` of the issuer that verified the token.
+    #[serde(default = "default_issuer_header")]
+    pub issuer: String,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        Self {
+            subject: default_subject_header(),
+            issuer: default_issuer_header(),
+        }
+    }
+}
+
+/// One trusted issuer: its exact `iss`, its keys and the rules its tokens must meet.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Short stable name used in headers, metadata, logs and metrics (`[a-z0-9_-]`, ≤ 64).
+    pub id: String,
+    /// The exact `iss` value, compared byte for byte (trailing slashes matter).
+    pub issuer: String,
+    /// Where the issuer's public keys come from.
+    #[serde(default)]
+    pub keys: Option<KeySource>,
+    /// Shared secret for HS256/HS384/HS512. Only used when `algorithms` lists an HS algorithm.
+    #[serde(default)]
+    pub hmac_secret: Option<SecretSource>,
+    /// Accepted audiences; a token must carry at least one of them in `audience_claim`.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Claim holding the audience: `aud` unless the issuer uses another one (Cognito access
+    /// tokens carry the app client in `client_id` and no `aud`).
+    #[serde(default = "default_audience_claim")]
+    pub audience_claim: String,
+    /// Opt out of the audience check. The value is the documented reason and must not be empty.
+    #[serde(default)]
+    pub skip_audience_check: Option<String>,
+    /// Allowed signature algorithms. Empty means: each key's own `alg`, or for a key without
+    /// `alg` the one asymmetric algorithm its type implies (RSA: RS256, EC: by curve, OKP: EdDSA).
+    #[serde(default)]
+    pub algorithms: Vec<Algorithm>,
+    /// Tolerance for `exp`, `nbf` and `iat` (at most 5 minutes).
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew: HumanDuration,
+    /// Longest accepted token lifetime (`exp` − `iat`, and `exp` − now).
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime: HumanDuration,
+    /// Claims that must be present with one of the given values, e.g. `token_use: access`.
+    #[serde(default)]
+    pub required_claims: BTreeMap<String, ClaimValues>,
+    /// Accepted JOSE `typ` header values (e.g. `at+jwt` for RFC 9068 access tokens). Empty means
+    /// `typ` is not checked. Compared case-insensitively, with or without `application/`.
+    #[serde(default)]
+    pub token_types: Vec<String>,
+    /// Where this issuer's tokens may arrive. Default: `Authorization: Bearer`.
+    #[serde(default = "default_token_locations")]
+    pub token_locations: Vec<TokenLocation>,
+}
+
+/// Where an issuer's public keys come from. Exactly one of `jwks_uri`, `jwks_file`, `jwks`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeySource {
+    /// HTTPS URL of a JWK Set, fetched at start and refreshed periodically.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Path of a local JWK Set file.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// An inline JWK Set (`{"keys": [...]}`).
+    #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    pub jwks: Option<serde_json::Value>,
+    /// PEM bundle of CA certificates trusted for `jwks_uri` instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How often a fetched JWK Set is refreshed.
+    #[serde(default = "default_refresh_interval")]
+    pub refresh_interval: HumanDuration,
+}
+
+/// A secret read from the environment or a file. Exactly one of `env` and `file`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// Name of an environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Path of a file holding the secret (surrounding whitespace is ignored).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// How the text encodes the secret bytes.
+    #[serde(default)]
+    pub encoding: SecretEncoding,
+}
+
+/// Encoding of a secret's text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretEncoding {
+    /// Base64 or base64url, padded or not.
+    #[default]
+    Base64,
+    /// The UTF-8 bytes of the text itself (as Auth0 uses client secrets).
+    Utf8,
+}
+
+/// One accepted value, or a list of accepted values.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ClaimValues {
+    /// A single accepted value.
+    One(serde_json::Value),
+    /// Any of these values is accepted.
+    Many(Vec<serde_json::Value>),
+}
+
+impl ClaimValues {
+    /// The accepted values as a slice.
+    pub fn values(&self) -> &[serde_json::Value] {
+        match self {
+            Self::One(v) => std::slice::from_ref(v),
+            Self::Many(v) => v,
+        }
+    }
+}
+
+/// A place a token may arrive. Exactly one of `header` and `cookie`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenLocation {
+    /// Request header name (lower-case), e.g. `authorization` or `x-goog-iap-jwt-assertion`.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Prefix before the token in `header`, matched case-insensitively, e.g. `"Bearer "`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Cookie name, e.g. `CF_Authorization`.
+    #[serde(default)]
+    pub cookie: Option<String>,
+}
+
+impl TokenLocation {
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer() -> Self {
+        Self {
+            header: Some("authorization".into()),
+            prefix: Some("Bearer ".into()),
+            cookie: None,
+        }
+    }
+}
+
+fn default_grpc_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9191))
+}
+fn default_shutdown_grace() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+/// Default token size cap.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+fn default_max_token_bytes() -> usize {
+    DEFAULT_MAX_TOKEN_BYTES
+}
+fn default_realm() -> String {
+    "fedauthz".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_subject_header() -> String {
+    "x-auth-subject".into()
+}
+fn default_issuer_header() -> String {
+    "x-auth-issuer".into()
+}
+fn default_audience_claim() -> String {
+    "aud".into()
+}
+fn default_clock_skew() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+fn default_max_lifetime() -> HumanDuration {
+    HumanDuration::from_secs(24 * 3600)
+}
+fn default_refresh_interval() -> HumanDuration {
+    HumanDuration::from_secs(600)
+}
+fn default_token_locations() -> Vec<TokenLocation> {
+    vec![TokenLocation::bearer()]
+}
+
+/// The JSON Schema of the configuration file, as pretty-printed JSON.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Config);
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}

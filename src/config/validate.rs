@@ -1,0 +1,405 @@
+//! Rules the schema types cannot express by themselves. Every problem is reported, each with
+//! the path of the field it concerns, so one run of `check-config` shows them all.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use super::{Config, FieldError, IssuerConfig, KeySource, SecretSource, TokenLocation};
+use crate::extract::MAX_LOCATIONS;
+
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+const TOKEN_BYTES_RANGE: std::ops::RangeInclusive<usize> = 512..=65536;
+
+/// All rule violations in `config`; empty when it is valid.
+pub fn validate(config: &Config) -> Vec<FieldError> {
+    let mut errors = Errors::default();
+    if config.server.grpc_listen == config.server.admin_listen {
+        errors.push(
+            "server.admin_listen",
+            "must differ from server.grpc_listen",
+        );
+    }
+    if !TOKEN_BYTES_RANGE.contains(&config.max_token_bytes) {
+        errors.push(
+            "max_token_bytes",
+            format!(
+                "must be between {} and {} (got {})",
+                TOKEN_BYTES_RANGE.start(),
+                TOKEN_BYTES_RANGE.end(),
+                config.max_token_bytes
+            ),
+        );
+    }
+    check_response(config, &mut errors);
+    if config.issuers.is_empty() {
+        errors.push("issuers", "must list at least one issuer");
+    }
+    let mut ids = HashMap::new();
+    let mut issuers = HashMap::new();
+    for (index, issuer) in config.issuers.iter().enumerate() {
+        let at = format!("issuers[{index}]");
+        if let Some(first) = ids.insert(issuer.id.as_str(), index) {
+            errors.push(format!("{at}.id"), format!("duplicates issuers[{first}].id {:?}", issuer.id));
+        }
+        if let Some(first) = issuers.insert(issuer.issuer.as_str(), index) {
+            errors.push(
+                format!("{at}.issuer"),
+                format!("duplicates issuers[{first}].issuer {:?}", issuer.issuer),
+            );
+        }
+        check_issuer(issuer, &at, &mut errors);
+    }
+    let distinct: HashSet<_> = config
+        .issuers
+        .iter()
+        .flat_map(|issuer| issuer.token_locations.iter())
+        .collect();
+    if distinct.len() > MAX_LOCATIONS {
+        errors.push(
+            "issuers",
+            format!("use at most {MAX_LOCATIONS} distinct token locations in all (got {})", distinct.len()),
+        );
+    }
+    errors.0
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(path, message));
+    }
+}
+
+fn check_response(config: &Config, errors: &mut Errors) {
+    let response = &config.response;
+    if response.realm.is_empty()
+        || response
+            .realm
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control())
+    {
+        errors.push(
+            "response.realm",
+            "must be non-empty printable text without '\"' or '\\'",
+        );
+    }
+    let headers = &response.identity_headers;
+    for (field, name) in [("subject", &headers.subject), ("issuer", &headers.issuer)] {
+        if let Err(why) = check_header_name(name) {
+            errors.push(format!("response.identity_headers.{field}"), why);
+        } else if matches!(name.to_ascii_lowercase().as_str(), "authorization" | "host" | "cookie") {
+            errors.push(
+                format!("response.identity_headers.{field}"),
+                format!("{name:?} cannot carry identity"),
+            );
+        }
+    }
+    if headers.subject.eq_ignore_ascii_case(&headers.issuer) {
+        errors.push(
+            "response.identity_headers.issuer",
+            "must differ from response.identity_headers.subject",
+        );
+    }
+}
+
+fn check_issuer(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
+    let id_ok = !issuer.id.is_empty()
+        && issuer.id.len() <= 64
+        && issuer
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !id_ok {
+        errors.push(
+            format!("{at}.id"),
+            format!("must be 1-64 characters of [a-z0-9_-] (got {:?})", issuer.id),
+        );
+    }
+    if issuer.issuer.is_empty() || issuer.issuer.trim() != issuer.issuer {
+        errors.push(
+            format!("{at}.issuer"),
+            "must be the exact non-empty iss value, without surrounding whitespace",
+        );
+    }
+    check_keys(issuer, at, errors);
+    check_audience(issuer, at, errors);
+
+    let mut seen = HashSet::new();
+    for (i, alg) in issuer.algorithms.iter().enumerate() {
+        if !seen.insert(alg) {
+            errors.push(format!("{at}.algorithms[{i}]"), format!("{alg} is listed twice"));
+        }
+    }
+    if issuer.clock_skew.get() > MAX_CLOCK_SKEW {
+        errors.push(
+            format!("{at}.clock_skew"),
+            format!("must be at most 5m (got {})", issuer.clock_skew),
+        );
+    }
+    if issuer.max_lifetime.get() < Duration::from_secs(1) {
+        errors.push(format!("{at}.max_lifetime"), "must be at least 1s");
+    }
+    for (name, values) in &issuer.required_claims {
+        let path = format!("{at}.required_claims.{name}");
+        if name.is_empty() {
+            errors.push(path.clone(), "claim name must not be empty");
+        }
+        if values.values().is_empty() {
+            errors.push(path.clone(), "must list at least one accepted value");
+        }
+        if values
+            .values()
+            .iter()
+            .any(|v| !(v.is_string() || v.is_number() || v.is_boolean()))
+        {
+            errors.push(path, "accepted values must be strings, numbers or booleans");
+        }
+    }
+    for (i, typ) in issuer.token_types.iter().enumerate() {
+        if typ.trim().is_empty() {
+            errors.push(format!("{at}.token_types[{i}]"), "must not be empty");
+        }
+    }
+    check_locations(&issuer.token_locations, &format!("{at}.token_locations"), errors);
+}
+
+fn check_keys(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
+    let wants_hmac = issuer.algorithms.iter().any(|alg| alg.is_symmetric());
+    match (&issuer.keys, &issuer.hmac_secret) {
+        (None, None) => errors.push(
+            format!("{at}.keys"),
+            "is required (jwks_uri, jwks_file or jwks), unless hmac_secret is set",
+        ),
+        (Some(keys), _) => check_key_source(keys, &format!("{at}.keys"), errors),
+        (None, Some(_)) => {}
+    }
+    match &issuer.hmac_secret {
+        Some(secret) => {
+            if !wants_hmac {
+                errors.push(
+                    format!("{at}.hmac_secret"),
+                    "is only used with an HS algorithm: list HS256, HS384 or HS512 in algorithms",
+                );
+            }
+            check_secret(secret, &format!("{at}.hmac_secret"), errors);
+        }
+        None if wants_hmac => errors.push(
+            format!("{at}.algorithms"),
+            "lists an HS algorithm, which needs hmac_secret (at least 256 bits)",
+        ),
+        None => {}
+    }
+}
+
+fn check_key_source(keys: &KeySource, at: &str, errors: &mut Errors) {
+    let sources = [keys.jwks_uri.is_some(), keys.jwks_file.is_some(), keys.jwks.is_some()];
+    if sources.iter().filter(|set| **set).count() != 1 {
+        errors.push(at.to_owned(), "set exactly one of jwks_uri, jwks_file or jwks");
+    }
+    if let Some(uri) = &keys.jwks_uri {
+        match reqwest::Url::parse(uri) {
+            Ok(url) if url.scheme() == "https" && url.host().is_some() => {}
+            Ok(_) => errors.push(format!("{at}.jwks_uri"), format!("must be an https:// URL (got {uri:?})")),
+            Err(err) => errors.push(format!("{at}.jwks_uri"), format!("is not a URL: {err}")),
+        }
+    }
+    if keys.ca_file.is_some() && keys.jwks_uri.is_none() {
+        errors.push(format!("{at}.ca_file"), "is only used with jwks_uri");
+    }
+    if keys.refresh_interval.get() < MIN_REFRESH_INTERVAL {
+        errors.push(
+            format!("{at}.refresh_interval"),
+            format!("must be at least 10s (got {})", keys.refresh_interval),
+        );
+    }
+    if let Some(jwks) = &keys.jwks
+        && !jwks.is_object()
+    {
+        errors.push(format!("{at}.jwks"), "must be a JWK Set object ({\"keys\": [...]})");
+    }
+}
+
+fn check_secret(secret: &SecretSource, at: &str, errors: &mut Errors) {
+    match (&secret.env, &secret.file) {
+        (Some(env), None) if env.is_empty() => errors.push(format!("{at}.env"), "must not be empty"),
+        (Some(_), None) | (None, Some(_)) => {}
+        _ => errors.push(at.to_owned(), "set exactly one of env or file"),
+    }
+}
+
+fn check_audience(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
+    match &issuer.skip_audience_check {
+        Some(reason) if reason.trim().is_empty() => errors.push(
+            format!("{at}.skip_audience_check"),
+            "must state why the audience is not checked",
+        ),
+        Some(_) if !issuer.audiences.is_empty() => errors.push(
+            format!("{at}.skip_audience_check"),
+            "cannot be combined with audiences",
+        ),
+        Some(_) => {}
+        None if issuer.audiences.is_empty() => errors.push(
+            format!("{at}.audiences"),
+            "must not be empty (list the accepted audiences, or set skip_audience_check with the reason)",
+        ),
+        None => {}
+    }
+    for (i, aud) in issuer.audiences.iter().enumerate() {
+        if aud.is_empty() {
+            errors.push(format!("{at}.audiences[{i}]"), "must not be empty");
+        }
+    }
+    if issuer.audience_claim.is_empty() {
+        errors.push(format!("{at}.audience_claim"), "must not be empty");
+    }
+}
+
+fn check_locations(locations: &[TokenLocation], at: &str, errors: &mut Errors) {
+    if locations.is_empty() {
+        errors.push(at.to_owned(), "must list at least one location");
+    }
+    let mut seen = HashSet::new();
+    for (i, location) in locations.iter().enumerate() {
+        let path = format!("{at}[{i}]");
+        match (&location.header, &location.cookie) {
+            (Some(header), None) => {
+                if let Err(why) = check_header_name(header) {
+                    errors.push(format!("{path}.header"), why);
+                } else if header.eq_ignore_ascii_case("cookie") {
+                    errors.push(format!("{path}.header"), "use cookie: NAME for cookies");
+                }
+                if let Some(prefix) = &location.prefix
+                    && (prefix.is_empty() || prefix.chars().any(char::is_control))
+                {
+                    errors.push(format!("{path}.prefix"), "must be non-empty printable text");
+                }
+            }
+            (None, Some(cookie)) => {
+                let valid = !cookie.is_empty()
+                    && cookie.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+                if !valid {
+                    errors.push(format!("{path}.cookie"), format!("{cookie:?} is not a valid cookie name"));
+                }
+                if location.prefix.is_some() {
+                    errors.push(format!("{path}.prefix"), "only applies to header locations");
+                }
+            }
+            _ => errors.push(path.clone(), "set exactly one of header or cookie"),
+        }
+        if !seen.insert(location) {
+            errors.push(path, "is listed twice");
+        }
+    }
+}
+
+/// A lower-case HTTP field name (RFC 9110 token), not a pseudo-header.
+fn check_header_name(name: &str) -> Result<(), String> {
+    let token = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        Err(format!("{name:?} is not a lower-case HTTP header name"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse_yaml;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match parse_yaml(yaml, "test.yaml") {
+            Ok(_) => vec![],
+            Err(err) => err.field_errors().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const GOOD: &str = r#"
+issuers:
+  - id: entra
+    issuer: https://login.microsoftonline.com/tid/v2.0
+    keys: { jwks_uri: "https://login.microsoftonline.com/tid/discovery/v2.0/keys" }
+    audiences: ["api://orders"]
+"#;
+
+    #[test]
+    fn a_minimal_config_is_valid_and_defaults_apply() {
+        let config = parse_yaml(GOOD, "test.yaml").unwrap();
+        assert_eq!(config.max_token_bytes, 8192);
+        assert_eq!(config.issuers[0].clock_skew.get().as_secs(), 60);
+        assert_eq!(config.issuers[0].token_locations, [super::TokenLocation::bearer()]);
+        assert_eq!(config.default_decision, super::super::DefaultDecision::Deny);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_a_path() {
+        let errs = errors(&GOOD.replace("audiences:", "audience_list: [x]\n    audiences:"));
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("issuers[0]"), "{errs:?}");
+        assert!(errs[0].contains("audience_list"), "{errs:?}");
+    }
+
+    #[test]
+    fn wrong_types_are_errors_with_a_path() {
+        let errs = errors(&format!("{GOOD}    clock_skew: soon\n"));
+        assert!(errs[0].starts_with("issuers[0].clock_skew"), "{errs:?}");
+        let errs = errors(&format!("{GOOD}max_token_bytes: lots\n"));
+        assert!(errs[0].starts_with("max_token_bytes"), "{errs:?}");
+    }
+
+    #[test]
+    fn empty_audiences_name_the_field() {
+        let errs = errors(&GOOD.replace(r#"["api://orders"]"#, "[]"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("issuers[0].audiences: must not be empty"), "{errs:?}");
+        assert!(errors(&GOOD.replace(r#"audiences: ["api://orders"]"#, "skip_audience_check: \"SPIFFE bundle checks it\"")).is_empty());
+        assert!(!errors(&GOOD.replace(r#"audiences: ["api://orders"]"#, "skip_audience_check: \" \"")).is_empty());
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let yaml = r#"
+max_token_bytes: 10
+issuers:
+  - id: "Bad Id"
+    issuer: " https://a/"
+    keys: { jwks_uri: "http://plain/keys", jwks_file: "/x" }
+    audiences: []
+    algorithms: [HS256, RS256, RS256]
+    clock_skew: 10m
+    token_locations: [{ header: "X Bad" }, { cookie: "a;b" }, {}]
+  - id: "Bad Id"
+    issuer: " https://a/"
+    hmac_secret: { env: X }
+    audiences: [a]
+"#;
+        let errs = errors(yaml);
+        for expected in [
+            "max_token_bytes:",
+            "issuers[0].id:",
+            "issuers[0].issuer:",
+            "issuers[0].keys: set exactly one",
+            "issuers[0].keys.jwks_uri: must be an https:// URL",
+            "issuers[0].audiences: must not be empty",
+            "issuers[0].algorithms: lists an HS algorithm",
+            "issuers[0].algorithms[2]: RS256 is listed twice",
+            "issuers[0].clock_skew:",
+            "issuers[0].token_locations[0].header:",
+            "issuers[0].token_locations[1].cookie:",
+            "issuers[0].token_locations[2]: set exactly one",
+            "issuers[1].id: duplicates issuers[0].id",
+            "issuers[1].issuer: duplicates issuers[0].issuer",
+            "issuers[1].hmac_secret: is only used with an HS algorithm",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(expected)), "missing {expected:?} in {errs:#?}");
+        }
+    }
+
+    #[test]
+    fn rendered_errors_name_the_file() {
+        let err = super::super::parse_yaml("issuers: []", "conf/fedauthz.yaml").unwrap_err();
+        assert_eq!(err.to_string(), "conf/fedauthz.yaml: issuers: must list at least one issuer");
+    }
+}

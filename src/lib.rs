@@ -1,0 +1,32 @@
+//! fedauthz: an Envoy ext_authz v3 service that verifies JWTs from many issuers.
+//!
+//! One Check request flows forward through one module per phase:
+//!
+//! | phase | module |
+//! |---|---|
+//! | proto adapter | [`service`] |
+//! | credential extraction | [`extract`] |
+//! | verification (issuer → keys → signature → claims) | [`verify`], over [`jose`] and [`keys`] |
+//! | authorization | [`authz`] |
+//! | response (headers, metadata, denial) | [`response`] |
+//!
+//! [`pipeline`] wires the phases for one configuration ([`config`]); [`server`] runs them
+//! (gRPC, health, admin, shutdown, reload); [`dev`] is the local development mode.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod authz;
+pub mod config;
+pub mod dev;
+pub mod extract;
+pub mod jose;
+pub mod keys;
+pub mod pipeline;
+pub mod proto;
+pub mod reason;
+pub mod response;
+pub mod server;
+pub mod service;
+pub mod verify;

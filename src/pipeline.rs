@@ -1,0 +1,157 @@
+//! The Check pipeline for one configuration generation, wired in protocol order:
+//! credential extraction → verification → authorization → response.
+//!
+//! [`Generation::build`] compiles a validated [`Config`] (plus its running key sources) into
+//! the phases; [`Pipeline::check`] runs one request through them. Pure and synchronous: no I/O
+//! on the request path.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::authz::{Authentication, Authorizer, Decision};
+use crate::config::{Config, FieldError, IssuerConfig, TokenLocation};
+use crate::extract::{Extractor, HeaderLookup, LocationSet};
+use crate::keys::KeyStore;
+use crate::keys::fetch::{self, KeySources};
+use crate::proto::auth::CheckResponse;
+use crate::response::Responder;
+use crate::verify::{AudienceRule, ClaimRules, Issuer, IssuerRegistry, normalize_type};
+
+/// The phases, compiled from one configuration.
+#[derive(Debug)]
+pub struct Pipeline {
+    extractor: Extractor,
+    issuers: IssuerRegistry,
+    authorizer: Authorizer,
+    responder: Responder,
+}
+
+/// The outcome of one check: the answer for Envoy and the decision behind it (for logs).
+#[derive(Debug)]
+pub struct Checked {
+    /// What Envoy receives.
+    pub response: CheckResponse,
+    /// Why.
+    pub decision: Decision,
+}
+
+impl Pipeline {
+    /// Compiles `config` (already validated) against the running `keys`.
+    pub fn new(config: &Config, keys: &KeySources) -> Self {
+        let mut locations: Vec<TokenLocation> = Vec::new();
+        let mut issuers = Vec::with_capacity(config.issuers.len());
+        for issuer in &config.issuers {
+            let mut accepted = LocationSet::default();
+            for location in &issuer.token_locations {
+                let index = match locations.iter().position(|known| known == location) {
+                    Some(index) => index,
+                    None => {
+                        locations.push(location.clone());
+                        locations.len() - 1
+                    }
+                };
+                accepted.insert(index);
+            }
+            let store = keys
+                .store(&issuer.id)
+                .unwrap_or_else(|| Arc::new(KeyStore::new(Arc::new(Notify::new()))));
+            issuers.push(Arc::new(Issuer {
+                id: Arc::from(issuer.id.as_str()),
+                issuer: issuer.issuer.clone(),
+                keys: store,
+                rules: claim_rules(issuer),
+                locations: accepted,
+            }));
+        }
+        Self {
+            extractor: Extractor::new(&locations),
+            issuers: IssuerRegistry::new(issuers, config.max_token_bytes),
+            authorizer: Authorizer::new(config.default_decision),
+            responder: Responder::new(&config.response),
+        }
+    }
+
+    /// Runs one request, given its headers, at `now` (seconds since the epoch).
+    pub fn check(&self, headers: &impl HeaderLookup, now: i64) -> Checked {
+        let (authentication, credential_header) = match self.extractor.extract(headers) {
+            Err(rejection) => (Authentication::Failed(rejection), None),
+            Ok(None) => (Authentication::Missing, None),
+            Ok(Some(credential)) => {
+                let outcome = match self.issuers.verify(&credential.token, credential.locations, now) {
+                    Ok(token) => Authentication::Verified(token),
+                    Err(rejection) => Authentication::Failed(rejection),
+                };
+                (outcome, credential.header)
+            }
+        };
+        let decision = self.authorizer.decide(authentication);
+        let response = self.responder.respond(&decision, credential_header);
+        Checked { response, decision }
+    }
+
+    /// The compiled issuers.
+    pub fn issuers(&self) -> &IssuerRegistry {
+        &self.issuers
+    }
+}
+
+fn claim_rules(issuer: &IssuerConfig) -> ClaimRules {
+    let seconds = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    ClaimRules {
+        audience: match &issuer.skip_audience_check {
+            Some(reason) => AudienceRule::Skip {
+                reason: reason.clone(),
+            },
+            None => AudienceRule::AnyOf {
+                claim: issuer.audience_claim.clone(),
+                values: issuer.audiences.clone(),
+            },
+        },
+        clock_skew: seconds(issuer.clock_skew.get()),
+        max_lifetime: seconds(issuer.max_lifetime.get()),
+        required: issuer
+            .required_claims
+            .iter()
+            .map(|(name, values)| (name.clone(), values.values().to_vec()))
+            .collect(),
+        token_types: issuer.token_types.iter().map(|t| normalize_type(t)).collect(),
+    }
+}
+
+/// One configuration, running: the config itself, its key sources and its pipeline.
+#[derive(Debug)]
+pub struct Generation {
+    /// The configuration.
+    pub config: Config,
+    /// Its running key sources (fetch tasks stop when the generation is dropped, unless a
+    /// newer generation took them over).
+    pub keys: KeySources,
+    /// The compiled pipeline.
+    pub pipeline: Pipeline,
+}
+
+impl Generation {
+    /// Prepares key sources (reporting problems with field paths), starts them (keeping the
+    /// running remote sources of `previous` whose configuration did not change) and compiles
+    /// the pipeline. Must run inside a tokio runtime when an issuer uses `jwks_uri`.
+    pub fn build(
+        config: Config,
+        previous: Option<&Generation>,
+        keys_changed: &Arc<Notify>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let prepared = fetch::prepare(&config)?;
+        let keys = KeySources::start(prepared, previous.map(|g| &g.keys), keys_changed);
+        let pipeline = Pipeline::new(&config, &keys);
+        Ok(Self {
+            config,
+            keys,
+            pipeline,
+        })
+    }
+
+    /// Ready when every issuer has keys.
+    pub fn is_ready(&self) -> bool {
+        self.keys.missing().is_empty()
+    }
+}

@@ -1,0 +1,202 @@
+//! The vocabulary of decisions: stable machine reason codes and the rejection type that carries
+//! one with a detail for logs.
+//!
+//! Reason codes are part of the public contract (dynamic metadata, logs, metrics): add new ones,
+//! never rename. The `description` is what a client may see; the `detail` of a [`Rejection`]
+//! is for operators only and never leaves the process. Depends on nothing.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Why a request was denied, as a stable machine-readable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No credential in any configured location.
+    TokenMissing,
+    /// More than one credential (repeated header, several locations, comma-joined values).
+    CredentialAmbiguous,
+    /// Longer than `max_token_bytes`.
+    TokenTooLarge,
+    /// Not a well-formed compact JWS / JWT.
+    TokenMalformed,
+    /// A JWE (5 segments); only signed tokens are accepted.
+    TokenEncrypted,
+    /// The header carries `jku`, `x5u`, `jwk`, `x5c`, `b64` or a nested `cty`.
+    HeaderNotAllowed,
+    /// The header has `crit`; no extension is supported.
+    CritUnsupported,
+    /// No configured issuer has this `iss` (or `iss` is missing).
+    IssuerUnknown,
+    /// The token arrived in a location its issuer does not accept.
+    TokenLocationNotAllowed,
+    /// The issuer's keys have not loaded (yet).
+    KeysUnavailable,
+    /// No key of the issuer matches the token's `kid`.
+    KeyUnknown,
+    /// The token's `alg` is not one the selected key is bound to.
+    AlgorithmNotAllowed,
+    /// The signature does not verify.
+    SignatureInvalid,
+    /// `exp` has passed (beyond the clock skew).
+    TokenExpired,
+    /// `nbf` is in the future (beyond the clock skew).
+    TokenNotYetValid,
+    /// `iat` is in the future (beyond the clock skew).
+    TokenIssuedInFuture,
+    /// The token lives longer than the issuer's `max_lifetime`.
+    TokenLifetimeExceeded,
+    /// No accepted audience in the audience claim.
+    AudienceMismatch,
+    /// `typ` is not in the issuer's allowlist.
+    TokenTypeNotAllowed,
+    /// A required claim (`exp`, `sub`, …) is absent.
+    ClaimMissing,
+    /// A claim has the wrong JSON type or an out-of-range value.
+    ClaimInvalid,
+    /// A required claim does not have an accepted value.
+    ClaimMismatch,
+}
+
+impl Reason {
+    /// Every reason, in a stable order.
+    pub const ALL: [Self; 22] = [
+        Self::TokenMissing,
+        Self::CredentialAmbiguous,
+        Self::TokenTooLarge,
+        Self::TokenMalformed,
+        Self::TokenEncrypted,
+        Self::HeaderNotAllowed,
+        Self::CritUnsupported,
+        Self::IssuerUnknown,
+        Self::TokenLocationNotAllowed,
+        Self::KeysUnavailable,
+        Self::KeyUnknown,
+        Self::AlgorithmNotAllowed,
+        Self::SignatureInvalid,
+        Self::TokenExpired,
+        Self::TokenNotYetValid,
+        Self::TokenIssuedInFuture,
+        Self::TokenLifetimeExceeded,
+        Self::AudienceMismatch,
+        Self::TokenTypeNotAllowed,
+        Self::ClaimMissing,
+        Self::ClaimInvalid,
+        Self::ClaimMismatch,
+    ];
+
+    /// The stable code, e.g. `token_expired`.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::TokenMissing => "token_missing",
+            Self::CredentialAmbiguous => "credential_ambiguous",
+            Self::TokenTooLarge => "token_too_large",
+            Self::TokenMalformed => "token_malformed",
+            Self::TokenEncrypted => "token_encrypted",
+            Self::HeaderNotAllowed => "header_not_allowed",
+            Self::CritUnsupported => "crit_unsupported",
+            Self::IssuerUnknown => "issuer_unknown",
+            Self::TokenLocationNotAllowed => "token_location_not_allowed",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::KeyUnknown => "key_unknown",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::SignatureInvalid => "signature_invalid",
+            Self::TokenExpired => "token_expired",
+            Self::TokenNotYetValid => "token_not_yet_valid",
+            Self::TokenIssuedInFuture => "token_issued_in_future",
+            Self::TokenLifetimeExceeded => "token_lifetime_exceeded",
+            Self::AudienceMismatch => "audience_mismatch",
+            Self::TokenTypeNotAllowed => "token_type_not_allowed",
+            Self::ClaimMissing => "claim_missing",
+            Self::ClaimInvalid => "claim_invalid",
+            Self::ClaimMismatch => "claim_mismatch",
+        }
+    }
+
+    /// A short client-facing description (safe for `error_description`: no quotes or
+    /// backslashes, and it names no key or claim value).
+    pub const fn description(self) -> &'static str {
+        match self {
+            Self::TokenMissing => "authentication required",
+            Self::CredentialAmbiguous => "more than one credential was sent",
+            Self::TokenTooLarge => "the token is too large",
+            Self::TokenMalformed => "the token is not a well-formed signed JWT",
+            Self::TokenEncrypted => "encrypted tokens are not accepted",
+            Self::HeaderNotAllowed => "the token header carries a parameter that is not accepted",
+            Self::CritUnsupported => "the token requires an unsupported extension",
+            Self::IssuerUnknown => "the token issuer is not trusted",
+            Self::TokenLocationNotAllowed => {
+                "the token was sent where tokens of its issuer are not accepted"
+            }
+            Self::KeysUnavailable => "the token issuer keys are not available yet",
+            Self::KeyUnknown => "the token signing key is not known",
+            Self::AlgorithmNotAllowed => "the token algorithm is not allowed",
+            Self::SignatureInvalid => "the token signature is invalid",
+            Self::TokenExpired => "the token has expired",
+            Self::TokenNotYetValid => "the token is not valid yet",
+            Self::TokenIssuedInFuture => "the token issue time is in the future",
+            Self::TokenLifetimeExceeded => "the token lifetime is longer than allowed",
+            Self::AudienceMismatch => "the token audience is not accepted",
+            Self::TokenTypeNotAllowed => "the token type is not accepted",
+            Self::ClaimMissing => "the token lacks a required claim",
+            Self::ClaimInvalid => "the token has a claim with an invalid value",
+            Self::ClaimMismatch => "the token does not carry a required claim value",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A denial: its reason code plus an operator-facing detail (never sent to the client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The machine reason.
+    pub reason: Reason,
+    /// What exactly was wrong, for logs. Never contains the token.
+    pub detail: String,
+    /// The id of the issuer the token was attributed to, once known.
+    pub issuer: Option<Arc<str>>,
+}
+
+impl Rejection {
+    /// A rejection with a detail.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+            issuer: None,
+        }
+    }
+
+    /// The same rejection, attributed to issuer `id`.
+    pub fn for_issuer(mut self, id: &Arc<str>) -> Self {
+        self.issuer = Some(Arc::clone(id));
+        self
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_descriptions_are_header_safe() {
+        let codes: HashSet<_> = Reason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), Reason::ALL.len());
+        for reason in Reason::ALL {
+            assert!(reason.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            let d = reason.description();
+            assert!(d.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'));
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Response: turn a decision into Envoy's `CheckResponse`.
+//!
+//! Allow → `OkHttpResponse` that sets the identity headers with `append: false` (overwriting
+//! any client-sent copy), removes the credential header and any identity header it does not
+//! set, and reports subject/issuer/reason in dynamic metadata. Deny → `DeniedHttpResponse` with
+//! an RFC 6750 challenge, a small JSON body and the reason code in dynamic metadata; the gRPC
+//! status is non-zero. Never an RPC error: under `failure_mode_allow` Envoy would let an errored
+//! check through (envoy-ext-authz.md §6). Depends on [`crate::authz`], [`crate::proto`] and
+//! [`crate::reason`].
+
+use std::collections::BTreeMap;
+
+use prost_types::{Struct, Value as PbValue, value::Kind};
+
+use crate::authz::Decision;
+use crate::config::ResponseConfig;
+use crate::proto::auth::{
+    CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response::HttpResponse,
+};
+use crate::proto::core::{HeaderValue, HeaderValueOption};
+use crate::proto::envoy::r#type::v3::HttpStatus;
+use crate::proto::google::rpc::Status;
+use crate::reason::{Reason, Rejection};
+use crate::verify::VerifiedToken;
+
+/// gRPC status codes used in `CheckResponse.status` (google.rpc.Code).
+mod grpc_code {
+    pub const OK: i32 = 0;
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const UNAVAILABLE: i32 = 14;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// The RFC 6750 shape of a denial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Challenge {
+    /// HTTP status of the local reply.
+    pub http_status: u16,
+    /// gRPC code for `CheckResponse.status`.
+    pub grpc_code: i32,
+    /// RFC 6750 `error` code; `None` when no credential was sent (§3.1).
+    pub error: Option<&'static str>,
+}
+
+impl Challenge {
+    /// How a rejection for `reason` is answered.
+    pub fn for_reason(reason: Reason) -> Self {
+        match reason {
+            Reason::TokenMissing => Self {
+                http_status: 401,
+                grpc_code: grpc_code::UNAUTHENTICATED,
+                error: None,
+            },
+            Reason::CredentialAmbiguous => Self {
+                http_status: 400,
+                grpc_code: grpc_code::INVALID_ARGUMENT,
+                error: Some("invalid_request"),
+            },
+            // Not the client's fault: say so, so it does not throw away a good token.
+            Reason::KeysUnavailable => Self {
+                http_status: 503,
+                grpc_code: grpc_code::UNAVAILABLE,
+                error: None,
+            },
+            _ => Self {
+                http_status: 401,
+                grpc_code: grpc_code::UNAUTHENTICATED,
+                error: Some("invalid_token"),
+            },
+        }
+    }
+}
+
+/// Builds `CheckResponse`s.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    realm: String,
+    subject_header: String,
+    issuer_header: String,
+    remove_credential: bool,
+}
+
+impl Responder {
+    /// A responder shaped by `config` (already validated).
+    pub fn new(config: &ResponseConfig) -> Self {
+        Self {
+            realm: config.realm.clone(),
+            subject_header: config.identity_headers.subject.to_ascii_lowercase(),
+            issuer_header: config.identity_headers.issuer.to_ascii_lowercase(),
+            remove_credential: config.remove_credential,
+        }
+    }
+
+    /// The response for `decision`; `credential_header` is the header the credential came in.
+    pub fn respond(&self, decision: &Decision, credential_header: Option<&str>) -> CheckResponse {
+        match decision {
+            Decision::Allow(token) => self.allow(token.as_ref(), credential_header),
+            Decision::Deny(rejection) => self.deny(rejection),
+        }
+    }
+
+    fn allow(&self, token: Option<&VerifiedToken>, credential_header: Option<&str>) -> CheckResponse {
+        let mut headers = Vec::new();
+        let mut headers_to_remove = Vec::new();
+        let mut metadata = BTreeMap::new();
+        metadata.insert("decision".to_owned(), string("allow"));
+        match token {
+            Some(token) => {
+                // Set with append=false: overwrites a client-sent copy (anti-spoofing).
+                headers.push(set_header(&self.subject_header, &token.subject));
+                headers.push(set_header(&self.issuer_header, &token.issuer.id));
+                metadata.insert("reason".to_owned(), string("token_valid"));
+                metadata.insert("issuer".to_owned(), string(&token.issuer.id));
+                metadata.insert("subject".to_owned(), string(&token.subject));
+            }
+            None => {
+                // Nobody was authenticated: no identity header may reach the upstream.
+                headers_to_remove.push(self.subject_header.clone());
+                headers_to_remove.push(self.issuer_header.clone());
+                metadata.insert("reason".to_owned(), string("anonymous"));
+            }
+        }
+        if self.remove_credential
+            && let Some(name) = credential_header
+        {
+            headers_to_remove.push(name.to_owned());
+        }
+        CheckResponse {
+            status: Some(Status {
+                code: grpc_code::OK,
+                message: String::new(),
+                details: Vec::new(),
+            }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers,
+                headers_to_remove,
+                ..OkHttpResponse::default()
+            })),
+            dynamic_metadata: Some(Struct { fields: metadata }),
+        }
+    }
+
+    fn deny(&self, rejection: &Rejection) -> CheckResponse {
+        let challenge = Challenge::for_reason(rejection.reason);
+        let description = rejection.reason.description();
+        let mut www_authenticate = format!("Bearer realm=\"{}\"", self.realm);
+        let mut body = serde_json::Map::new();
+        if let Some(error) = challenge.error {
+            www_authenticate.push_str(&format!(
+                ", error=\"{error}\", error_description=\"{description}\""
+            ));
+            body.insert("error".into(), error.into());
+        }
+        body.insert("error_description".into(), description.into());
+        body.insert("status".into(), challenge.http_status.into());
+
+        let mut headers = vec![
+            denied_header("content-type", "application/json"),
+            denied_header("cache-control", "no-store"),
+        ];
+        if challenge.http_status == 401 || challenge.error.is_some() {
+            headers.push(denied_header("www-authenticate", &www_authenticate));
+        }
+        let mut metadata = BTreeMap::new();
+        metadata.insert("decision".to_owned(), string("deny"));
+        metadata.insert("reason".to_owned(), string(rejection.reason.code()));
+        if let Some(issuer) = &rejection.issuer {
+            metadata.insert("issuer".to_owned(), string(issuer));
+        }
+        CheckResponse {
+            status: Some(Status {
+                code: challenge.grpc_code,
+                message: rejection.reason.code().to_owned(),
+                details: Vec::new(),
+            }),
+            http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                status: Some(HttpStatus {
+                    code: i32::from(challenge.http_status),
+                }),
+                headers,
+                body: serde_json::Value::Object(body).to_string(),
+            })),
+            dynamic_metadata: Some(Struct { fields: metadata }),
+        }
+    }
+}
+
+fn string(value: &str) -> PbValue {
+    PbValue {
+        kind: Some(Kind::StringValue(value.to_owned())),
+    }
+}
+
+/// An upstream header mutation that overwrites (append explicitly false; envoy-ext-authz.md §5).
+fn set_header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        append: Some(false),
+        ..HeaderValueOption::default()
+    }
+}
+
+/// A local-reply header (append left unset: Envoy drops entries with append=true there).
+fn denied_header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        ..HeaderValueOption::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn responder() -> Responder {
+        Responder::new(&ResponseConfig::default())
+    }
+
+    fn denied(response: &CheckResponse) -> &DeniedHttpResponse {
+        match &response.http_response {
+            Some(HttpResponse::DeniedResponse(d)) => d,
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    fn header<'a>(headers: &'a [HeaderValueOption], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == name)
+            .map(|h| h.value.as_str())
+    }
+
+    fn meta<'a>(response: &'a CheckResponse, key: &str) -> Option<&'a str> {
+        match response.dynamic_metadata.as_ref()?.fields.get(key)?.kind.as_ref()? {
+            Kind::StringValue(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn missing_credential_gets_a_challenge_without_error() {
+        let r = responder().respond(
+            &Decision::Deny(Rejection::new(Reason::TokenMissing, "none")),
+            None,
+        );
+        assert_eq!(r.status.as_ref().unwrap().code, 16);
+        let d = denied(&r);
+        assert_eq!(d.status.unwrap().code, 401);
+        assert_eq!(header(&d.headers, "www-authenticate"), Some("Bearer realm=\"fedauthz\""));
+        assert!(d.headers.iter().all(|h| h.append.is_none()));
+        let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        assert!(body.get("error").is_none());
+        assert_eq!(meta(&r, "reason"), Some("token_missing"));
+    }
+
+    #[test]
+    fn invalid_token_challenge_carries_error_and_description() {
+        let rejection = Rejection::new(Reason::TokenExpired, "exp 1 is not after now 2")
+            .for_issuer(&"entra".into());
+        let r = responder().respond(&Decision::Deny(rejection), None);
+        let d = denied(&r);
+        assert_eq!(
+            header(&d.headers, "www-authenticate"),
+            Some("Bearer realm=\"fedauthz\", error=\"invalid_token\", error_description=\"the token has expired\"")
+        );
+        assert!(!d.body.contains("exp 1"), "details stay in logs");
+        assert_eq!(meta(&r, "reason"), Some("token_expired"));
+        assert_eq!(meta(&r, "issuer"), Some("entra"));
+        assert_eq!(meta(&r, "decision"), Some("deny"));
+    }
+
+    #[test]
+    fn ambiguous_credentials_are_a_bad_request() {
+        let r = responder().respond(
+            &Decision::Deny(Rejection::new(Reason::CredentialAmbiguous, "two")),
+            None,
+        );
+        assert_eq!(r.status.as_ref().unwrap().code, 3);
+        let d = denied(&r);
+        assert_eq!(d.status.unwrap().code, 400);
+        assert!(header(&d.headers, "www-authenticate").unwrap().contains("error=\"invalid_request\""));
+    }
+
+    #[test]
+    fn anonymous_allow_strips_identity_headers() {
+        let r = responder().respond(&Decision::Allow(None), None);
+        assert_eq!(r.status.as_ref().unwrap().code, 0);
+        let Some(HttpResponse::OkResponse(ok)) = &r.http_response else { panic!() };
+        assert!(ok.headers.is_empty());
+        assert_eq!(ok.headers_to_remove, ["x-auth-subject", "x-auth-issuer"]);
+        assert_eq!(meta(&r, "reason"), Some("anonymous"));
+    }
+}

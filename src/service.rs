@@ -1,0 +1,123 @@
+//! Proto adapter: the gRPC face of fedauthz. Implements `envoy.service.auth.v3.Authorization`,
+//! hands the request headers of each `CheckRequest` to the current [`Pipeline`] and returns its
+//! `CheckResponse`. A check never fails as an RPC: every denial is an `Ok` response with a
+//! non-zero status (an RPC error would let the request through under `failure_mode_allow`).
+//!
+//! Depends on [`crate::pipeline`] and [`crate::proto`].
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info};
+
+use crate::authz::Decision;
+use crate::extract::HeaderLookup;
+use crate::pipeline::{Checked, Generation, Pipeline};
+use crate::proto::auth::authorization_server::Authorization;
+use crate::proto::auth::{CheckRequest, CheckResponse};
+use crate::proto::core::HeaderMap;
+
+/// The request headers of a `CheckRequest`: Envoy's `headers` map, or `header_map` when the
+/// filter sets `encode_raw_headers` (then repeated headers are joined here as Envoy would).
+pub struct RequestHeaders<'a> {
+    map: Option<&'a HashMap<String, String>>,
+    raw: Option<&'a HeaderMap>,
+}
+
+impl<'a> RequestHeaders<'a> {
+    /// The headers of `request` (none if Envoy sent no HTTP attributes).
+    pub fn of(request: &'a CheckRequest) -> Self {
+        let http = request
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        Self {
+            map: http.map(|h| &h.headers).filter(|m| !m.is_empty()),
+            raw: http.and_then(|h| h.header_map.as_ref()),
+        }
+    }
+}
+
+impl HeaderLookup for RequestHeaders<'_> {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        if let Some(map) = self.map {
+            return map.get(name).map(|v| Cow::Borrowed(v.as_str()));
+        }
+        let raw = self.raw?;
+        let mut values = raw.headers.iter().filter(|h| h.key.eq_ignore_ascii_case(name)).map(|h| {
+            if h.raw_value.is_empty() {
+                Cow::Borrowed(h.value.as_str())
+            } else {
+                String::from_utf8_lossy(&h.raw_value)
+            }
+        });
+        let first = values.next()?;
+        Some(match values.next() {
+            None => first,
+            Some(second) => {
+                let mut joined = first.into_owned();
+                for value in std::iter::once(second).chain(values) {
+                    joined.push(',');
+                    joined.push_str(&value);
+                }
+                Cow::Owned(joined)
+            }
+        })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs `request` through `pipeline` at `now`, logging the decision (never the token).
+pub fn check(pipeline: &Pipeline, request: &CheckRequest, now: i64) -> CheckResponse {
+    let headers = RequestHeaders::of(request);
+    let Checked { response, decision } = pipeline.check(&headers, now);
+    let request_id = headers.header("x-request-id");
+    let request_id = request_id.as_deref().unwrap_or("-");
+    match &decision {
+        Decision::Allow(Some(token)) => {
+            debug!(request_id, issuer = %token.issuer.id, "allow");
+        }
+        Decision::Allow(None) => debug!(request_id, "allow anonymous"),
+        Decision::Deny(rejection) => info!(
+            request_id,
+            reason = rejection.reason.code(),
+            issuer = rejection.issuer.as_deref().unwrap_or("-"),
+            detail = %rejection.detail,
+            "deny"
+        ),
+    }
+    response
+}
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct CheckService {
+    current: Arc<ArcSwap<Generation>>,
+}
+
+impl CheckService {
+    /// A service answering with whatever generation `current` holds at each check.
+    pub fn new(current: Arc<ArcSwap<Generation>>) -> Self {
+        Self { current }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for CheckService {
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        let generation = self.current.load();
+        Ok(Response::new(check(&generation.pipeline, request.get_ref(), unix_now())))
+    }
+}
