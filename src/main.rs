@@ -1,1 +1,256 @@
-fn main() {}
+//! The `fedauthz` command: serve, check-config, config-schema, dev-token.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use fedauthz::config::{self, Config};
+use fedauthz::dev::{self, DevKey, DevTokenRequest};
+use fedauthz::keys::fetch;
+use fedauthz::server::{ServeOptions, Server, shutdown_signal};
+use fedauthz::service::unix_now;
+
+/// Envoy ext_authz service that verifies JWTs from many issuers.
+#[derive(Debug, Parser)]
+#[command(name = "fedauthz", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the ext_authz gRPC service (and the admin listener).
+    Serve {
+        /// Configuration file (YAML). SIGHUP reloads it.
+        #[arg(long, env = "FEDAUTHZ_CONFIG", conflicts_with = "dev")]
+        config: Option<PathBuf>,
+        /// Run on the embedded dev configuration with a local dev issuer. Local use only.
+        #[arg(long)]
+        dev: bool,
+        /// Dev mode state directory (holds the dev signing key).
+        #[arg(long, env = "FEDAUTHZ_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// Override server.grpc_listen.
+        #[arg(long)]
+        grpc_listen: Option<SocketAddr>,
+        /// Override server.admin_listen.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "FEDAUTHZ_LOG_FORMAT")]
+        log_format: LogFormat,
+    },
+    /// Validate a configuration file: schema, rules, local key material and secrets.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the configuration file.
+    ConfigSchema,
+    /// Print a token signed by the dev issuer (accepted by `serve --dev`).
+    DevToken {
+        /// `sub` claim.
+        #[arg(long, default_value = "dev-user")]
+        sub: String,
+        /// `aud` claim (repeat for several).
+        #[arg(long, default_value = dev::DEV_AUDIENCE)]
+        aud: Vec<String>,
+        /// `scope` claim, space-separated.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Lifetime, e.g. 15m or 1h.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Extra string claim NAME=VALUE (repeatable).
+        #[arg(long = "claim", value_parser = parse_claim)]
+        claims: Vec<(String, String)>,
+        /// Dev mode state directory (holds the dev signing key).
+        #[arg(long, env = "FEDAUTHZ_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_claim(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            dev,
+            state_dir,
+            grpc_listen,
+            admin_listen,
+            log_format,
+        } => {
+            init_logging(log_format);
+            serve(config, dev, state_dir, grpc_listen, admin_listen)
+        }
+        Command::CheckConfig { file } => check_config(&file),
+        Command::ConfigSchema => {
+            println!("{}", config::json_schema());
+            Ok(())
+        }
+        Command::DevToken {
+            sub,
+            aud,
+            scope,
+            ttl,
+            claims,
+            state_dir,
+        } => dev_token(
+            state_dir,
+            DevTokenRequest {
+                subject: sub,
+                audiences: aud,
+                scope,
+                ttl,
+                extra: claims,
+            },
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("fedauthz: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(
+    config_path: Option<PathBuf>,
+    dev_mode: bool,
+    state_dir: Option<PathBuf>,
+    grpc_listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+) -> Result<(), String> {
+    let (mut config, options, dev_key) = match (config_path, dev_mode) {
+        (Some(path), false) => {
+            let config = config::load_file(&path).map_err(|err| err.to_string())?;
+            let options = ServeOptions {
+                config_path: Some(path),
+                dev_jwks: None,
+            };
+            (config, options, None)
+        }
+        (None, true) => {
+            let dir = state_dir.unwrap_or_else(dev::default_state_dir);
+            let key = DevKey::load_or_create(&dir).map_err(|err| err.to_string())?;
+            let config = dev::dev_config(&key).map_err(|err| err.to_string())?;
+            let jwks = key.public_jwks().map_err(|err| err.to_string())?;
+            let options = ServeOptions {
+                config_path: None,
+                dev_jwks: Some(jwks.to_string()),
+            };
+            (config, options, Some(key))
+        }
+        _ => {
+            return Err("serve needs --config FILE, or --dev for local development \
+                        (never in production)"
+                .into());
+        }
+    };
+    if let Some(addr) = grpc_listen {
+        config.server.grpc_listen = addr;
+    }
+    if let Some(addr) = admin_listen {
+        config.server.admin_listen = addr;
+    }
+    if dev_key.is_some() {
+        for addr in [config.server.grpc_listen, config.server.admin_listen] {
+            if !addr.ip().is_loopback() {
+                return Err(format!("dev mode only listens on loopback; {addr} is not"));
+            }
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new().map_err(|err| format!("cannot start runtime: {err}"))?;
+    runtime.block_on(async move {
+        let server = Server::bind(config, options).await.map_err(|err| err.to_string())?;
+        if let Some(key) = &dev_key {
+            print_dev_banner(&server, key);
+        }
+        server.run(shutdown_signal()).await.map_err(|err| err.to_string())
+    })
+}
+
+fn print_dev_banner(server: &Server, key: &DevKey) {
+    let grpc = server.grpc_addr();
+    let admin = server.admin_addr();
+    eprintln!(
+        "
+  ************************************************************************
+  *  fedauthz DEV MODE: for local use only. It trusts a locally generated *
+  *  key that anyone with this machine's files can sign tokens with.      *
+  ************************************************************************
+  gRPC ext_authz Check : {grpc}
+  admin                : http://{admin}/healthz  /readyz  /dev/jwks.json
+  dev issuer           : {issuer}   audience: {audience}
+  dev signing key      : {key}
+
+  Try it:
+    TOKEN=$(fedauthz dev-token --sub alice --scope \"orders:read\")
+    point Envoy's ext_authz filter at {grpc} (README: Envoy filter snippet)
+    and send:  curl -H \"authorization: Bearer $TOKEN\" http://<envoy listener>/
+",
+        issuer = dev::DEV_ISSUER,
+        audience = dev::DEV_AUDIENCE,
+        key = key.path().display(),
+    );
+}
+
+fn check_config(file: &Path) -> Result<(), String> {
+    let config: Config = config::load_file(file).map_err(|err| err.to_string())?;
+    fetch::prepare(&config).map_err(|errors| {
+        config::ConfigError::Invalid {
+            file: file.display().to_string(),
+            errors,
+        }
+        .to_string()
+    })?;
+    println!(
+        "{}: OK ({} issuer{})",
+        file.display(),
+        config.issuers.len(),
+        if config.issuers.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+fn dev_token(state_dir: Option<PathBuf>, request: DevTokenRequest) -> Result<(), String> {
+    let dir = state_dir.unwrap_or_else(dev::default_state_dir);
+    let key = DevKey::load_or_create(&dir).map_err(|err| err.to_string())?;
+    let token = dev::mint(&key, &request, unix_now()).map_err(|err| err.to_string())?;
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! Process runtime: binds the gRPC and admin listeners, keeps gRPC health in step with key
+//! readiness, reloads the configuration on SIGHUP (keeping the last good one when the new one
+//! is refused), and shuts down gracefully, draining in-flight checks.
+//!
+//! Depends on [`crate::pipeline`], [`crate::service`] and [`crate::admin`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, ConfigError, FieldError, load_file};
+use crate::pipeline::Generation;
+use crate::proto::auth::authorization_server::AuthorizationServer;
+use crate::service::CheckService;
+
+/// The gRPC service name health is reported for (besides the server-wide "").
+const CHECK_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
+
+/// Why the server could not start (or reload).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Options beyond the configuration itself.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// The file the configuration came from; SIGHUP reloads it. `None`: no reload.
+    pub config_path: Option<PathBuf>,
+    /// The dev issuer's JWK Set, served on the admin listener (dev mode only).
+    pub dev_jwks: Option<String>,
+}
+
+/// A server with its listeners bound, ready to [`run`](Server::run).
+pub struct Server {
+    current: Arc<ArcSwap<Generation>>,
+    keys_changed: Arc<Notify>,
+    grpc: TcpListener,
+    admin: TcpListener,
+    options: ServeOptions,
+}
+
+impl Server {
+    /// Compiles `config`, starts its key sources and binds both listeners.
+    pub async fn bind(config: Config, options: ServeOptions) -> Result<Self, ServerError> {
+        let file = options
+            .config_path
+            .as_ref()
+            .map_or_else(|| "<config>".to_owned(), |p| p.display().to_string());
+        let keys_changed = Arc::new(Notify::new());
+        let grpc_addr = config.server.grpc_listen;
+        let admin_addr = config.server.admin_listen;
+        let generation = Generation::build(config, None, &keys_changed)
+            .map_err(|errors| ConfigError::Invalid { file, errors })?;
+        let grpc = bind("gRPC", grpc_addr).await?;
+        let admin = bind("admin", admin_addr).await?;
+        Ok(Self {
+            current: Arc::new(ArcSwap::from_pointee(generation)),
+            keys_changed,
+            grpc,
+            admin,
+            options,
+        })
+    }
+
+    /// The bound gRPC address (useful with port 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// A handle that swaps in new configurations while the server runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            current: Arc::clone(&self.current),
+            keys_changed: Arc::clone(&self.keys_changed),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, reports NOT_SERVING and waits up
+    /// to the configured grace period for in-flight checks to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        let Self {
+            current,
+            keys_changed,
+            grpc,
+            admin,
+            options,
+        } = self;
+        let grace = current.load().config.server.shutdown_grace.get();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_health(&health, ServingStatus::NotServing).await;
+
+        let readiness = tokio::spawn(track_readiness(
+            Arc::clone(&current),
+            Arc::clone(&keys_changed),
+            health.clone(),
+        ));
+        let reloads = options.config_path.clone().map(|path| {
+            let reloader = Reloader {
+                current: Arc::clone(&current),
+                keys_changed: Arc::clone(&keys_changed),
+            };
+            tokio::spawn(reload_on_sighup(reloader, path))
+        });
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let grpc_addr = grpc.local_addr().ok();
+        let grpc_server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(AuthorizationServer::new(CheckService::new(Arc::clone(&current))))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
+        let mut grpc_task = tokio::spawn(grpc_server);
+
+        let admin_state = AdminState {
+            current: Arc::clone(&current),
+            dev_jwks: options.dev_jwks.map(Arc::new),
+        };
+        let admin_addr = admin.local_addr().ok();
+        let admin_server = axum::serve(admin, admin::router(admin_state))
+            .with_graceful_shutdown(stopped(stop_rx));
+        let admin_task = tokio::spawn(async move { admin_server.await });
+        info!(grpc = ?grpc_addr, admin = ?admin_addr, "fedauthz listening");
+
+        let result = tokio::select! {
+            () = shutdown => Ok(()),
+            finished = &mut grpc_task => match finished {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => Err(ServerError::Grpc(err)),
+                Err(join) => {
+                    error!(error = %join, "gRPC server task ended unexpectedly");
+                    Ok(())
+                }
+            },
+        };
+        info!("shutting down: draining in-flight checks");
+        readiness.abort();
+        if let Some(task) = reloads {
+            task.abort();
+        }
+        set_health(&health, ServingStatus::NotServing).await;
+        let _ = stop_tx.send(true);
+        if !grpc_task.is_finished() {
+            match tokio::time::timeout(grace, &mut grpc_task).await {
+                Ok(_) => info!("all in-flight checks finished"),
+                Err(_) => {
+                    warn!(grace = ?grace, "in-flight checks did not finish in time; stopping anyway");
+                    grpc_task.abort();
+                }
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(1), admin_task).await.is_err() {
+            warn!("admin listener did not stop in time");
+        }
+        result
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(CHECK_SERVICE_NAME, status).await;
+}
+
+/// Keeps gRPC health SERVING exactly while every issuer of the current generation has keys.
+async fn track_readiness(
+    current: Arc<ArcSwap<Generation>>,
+    keys_changed: Arc<Notify>,
+    health: tonic_health::server::HealthReporter,
+) {
+    let mut last = None;
+    loop {
+        let missing = current.load().keys.missing();
+        let ready = missing.is_empty();
+        if last != Some(ready) {
+            if ready {
+                info!("ready: every issuer has keys");
+                set_health(&health, ServingStatus::Serving).await;
+            } else {
+                info!(issuers = ?missing, "not ready: waiting for issuer keys");
+                set_health(&health, ServingStatus::NotServing).await;
+            }
+            last = Some(ready);
+        }
+        keys_changed.notified().await;
+    }
+}
+
+/// Swaps configurations into a running server.
+#[derive(Clone)]
+pub struct Reloader {
+    current: Arc<ArcSwap<Generation>>,
+    keys_changed: Arc<Notify>,
+}
+
+impl Reloader {
+    /// Validates and applies `config`. On error the running configuration stays in place.
+    /// Listener addresses cannot change without a restart; a change is reported and ignored.
+    pub fn apply(&self, config: Config) -> Result<(), Vec<FieldError>> {
+        let previous = self.current.load_full();
+        if config.server != previous.config.server {
+            warn!("server.* changed; listener settings take effect only after a restart");
+        }
+        let generation = Generation::build(config, Some(&previous), &self.keys_changed)?;
+        self.current.store(Arc::new(generation));
+        self.keys_changed.notify_one();
+        Ok(())
+    }
+
+    /// Reads `path` and applies it; logs the outcome. Returns whether it was applied.
+    pub fn reload_file(&self, path: &std::path::Path) -> bool {
+        let file = path.display().to_string();
+        let outcome = load_file(path).and_then(|config| {
+            self.apply(config)
+                .map_err(|errors| ConfigError::Invalid { file: file.clone(), errors })
+        });
+        match outcome {
+            Ok(()) => {
+                info!(file = %file, "configuration reloaded");
+                true
+            }
+            Err(err) => {
+                for line in err.to_string().lines() {
+                    error!(problem = %line, "configuration refused; keeping the running one");
+                }
+                false
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: Reloader, path: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(stream) => stream,
+        Err(err) => {
+            warn!(error = %err, "cannot listen for SIGHUP; configuration reload disabled");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        reloader.reload_file(&path);
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_reloader: Reloader, _path: PathBuf) {}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            warn!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => info!("SIGINT received"),
+        () = terminate => info!("SIGTERM received"),
+    }
+}
