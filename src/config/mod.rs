@@ -227,10 +227,11 @@ pub enum SecretEncoding {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ClaimValues {
+    /// Any of these values is accepted. (Listed first: untagged variants are tried in order,
+    /// and `One` would swallow a list.)
+    Many(Vec<serde_json::Value>),
     /// A single accepted value.
     One(serde_json::Value),
-    /// Any of these values is accepted.
-    Many(Vec<serde_json::Value>),
 }
 
 impl ClaimValues {

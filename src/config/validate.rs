@@ -398,6 +398,18 @@ issuers:
     }
 
     #[test]
+    fn required_claims_take_one_value_or_a_list() {
+        let yaml = format!("{GOOD}    required_claims: {{ token_use: access, client_id: [a, b], n: 3 }}\n");
+        let config = parse_yaml(&yaml, "test.yaml").unwrap();
+        let required = &config.issuers[0].required_claims;
+        assert_eq!(required["token_use"].values(), [serde_json::json!("access")]);
+        assert_eq!(required["client_id"].values(), [serde_json::json!("a"), serde_json::json!("b")]);
+        assert_eq!(required["n"].values(), [serde_json::json!(3)]);
+        let nested = format!("{GOOD}    required_claims: {{ x: [[a]] }}\n");
+        assert!(errors(&nested)[0].starts_with("issuers[0].required_claims.x:"));
+    }
+
+    #[test]
     fn rendered_errors_name_the_file() {
         let err = super::super::parse_yaml("issuers: []", "conf/fedauthz.yaml").unwrap_err();
         assert_eq!(err.to_string(), "conf/fedauthz.yaml: issuers: must list at least one issuer");
