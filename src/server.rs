@@ -137,7 +137,7 @@ impl Server {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let grpc_addr = grpc.local_addr().ok();
+        let grpc_addr = display_addr(&grpc);
         let grpc_server = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(AuthorizationServer::new(CheckService::new(Arc::clone(&current))))
@@ -148,11 +148,11 @@ impl Server {
             current: Arc::clone(&current),
             dev_jwks: options.dev_jwks.map(Arc::new),
         };
-        let admin_addr = admin.local_addr().ok();
+        let admin_addr = display_addr(&admin);
         let admin_server = axum::serve(admin, admin::router(admin_state))
             .with_graceful_shutdown(stopped(stop_rx));
         let admin_task = tokio::spawn(async move { admin_server.await });
-        info!(grpc = ?grpc_addr, admin = ?admin_addr, "fedauthz listening");
+        info!(grpc = %grpc_addr, admin = %admin_addr, "fedauthz listening");
 
         let result = tokio::select! {
             () = shutdown => Ok(()),
@@ -186,6 +186,12 @@ impl Server {
         }
         result
     }
+}
+
+fn display_addr(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|err| format!("<unknown: {err}>"), |addr| addr.to_string())
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {

@@ -14,7 +14,8 @@ const TOKEN_BYTES_RANGE: std::ops::RangeInclusive<usize> = 512..=65536;
 /// All rule violations in `config`; empty when it is valid.
 pub fn validate(config: &Config) -> Vec<FieldError> {
     let mut errors = Errors::default();
-    if config.server.grpc_listen == config.server.admin_listen {
+    // Port 0 asks the OS for a free port, so two port-0 listeners never collide.
+    if config.server.grpc_listen == config.server.admin_listen && config.server.grpc_listen.port() != 0 {
         errors.push(
             "server.admin_listen",
             "must differ from server.grpc_listen",

@@ -1,0 +1,260 @@
+//! The `fedauthz` binary as an operator runs it: check-config, config-schema, dev mode with
+//! dev-token, SIGHUP reload and SIGTERM shutdown.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{TestIssuer, bearer, reason};
+
+fn fedauthz() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fedauthz"))
+}
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+#[test]
+fn check_config_reports_every_error_with_file_and_field_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "issuers:\n  - id: a\n    issuer: https://a.example.com\n    keys: { jwks_uri: https://a.example.com/keys }\n    audiences: []\n  - id: a\n    issuer: https://b.example.com\n    audiences: [x]\n",
+    )
+    .expect("write");
+    let output = fedauthz().arg("check-config").arg(&file).output().expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let name = file.display();
+    for expected in [
+        format!("{name}: issuers[0].audiences: must not be empty"),
+        format!("{name}: issuers[1].id: duplicates issuers[0].id"),
+        format!("{name}: issuers[1].keys: is required"),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+
+    std::fs::write(&file, "issuers:\n  - id: a\n    isuer: typo\n").expect("write");
+    let output = fedauthz().arg("check-config").arg(&file).output().expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("issuers[0]") && stderr.contains("isuer"), "{stderr}");
+}
+
+#[test]
+fn check_config_reads_local_key_material() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("keys.yaml");
+    std::fs::write(
+        &file,
+        "issuers:\n  - id: a\n    issuer: https://a.example.com\n    keys: { jwks_file: /nonexistent/jwks.json }\n    audiences: [x]\n",
+    )
+    .expect("write");
+    let output = fedauthz().arg("check-config").arg(&file).output().expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("issuers[0].keys.jwks_file: cannot read /nonexistent/jwks.json"), "{stderr}");
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let output = fedauthz()
+        .arg("check-config")
+        .arg(repo_file("deploy/examples/two-issuers.yaml"))
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("OK (2 issuers)"));
+}
+
+#[test]
+fn config_schema_is_a_json_schema_that_refuses_unknown_fields() {
+    let output = fedauthz().arg("config-schema").output().expect("run");
+    assert!(output.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(schema["required"], serde_json::json!(["issuers"]));
+    let issuer = &schema["$defs"]["IssuerConfig"];
+    assert_eq!(issuer["additionalProperties"], false);
+    for field in ["id", "issuer", "keys", "audiences", "algorithms", "clock_skew", "token_locations"] {
+        assert!(issuer["properties"].get(field).is_some(), "schema lacks issuers[].{field}");
+    }
+}
+
+#[test]
+fn serve_refuses_to_guess_a_configuration() {
+    let output = fedauthz().arg("serve").env_remove("FEDAUTHZ_CONFIG").output().expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--config FILE, or --dev"), "{stderr}");
+}
+
+/// A running `fedauthz serve` whose stderr is collected line by line.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Process {
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn fedauthz");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; stderr so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "fedauthz did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The gRPC address from the JSON "fedauthz listening" log line.
+fn grpc_addr(line: &str) -> String {
+    let log: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+    log["fields"]["grpc"].as_str().expect("grpc field").to_owned()
+}
+
+async fn check(addr: &str, token: &str) -> String {
+    let mut client = fedauthz::proto::auth::authorization_client::AuthorizationClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let response = client.check(bearer(token)).await.expect("rpc").into_inner();
+    reason(&response).to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_mode_accepts_dev_tokens_and_stops_cleanly_on_sigterm() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut server = Process::spawn(
+        fedauthz()
+            .args(["serve", "--dev", "--log-format", "json"])
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(["--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]),
+    );
+    server.wait_for("DEV MODE");
+    let addr = grpc_addr(&server.wait_for("fedauthz listening"));
+
+    let output = fedauthz()
+        .args(["dev-token", "--sub", "alice", "--scope", "orders:read", "--ttl", "5m"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .expect("dev-token");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).expect("utf8").trim().to_owned();
+    assert_eq!(check(&addr, &token).await, "token_valid");
+    let (signed, signature) = token.rsplit_once('.').expect("three segments");
+    let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+    let forged = format!("{signed}.{flipped}{}", &signature[1..]);
+    assert_eq!(check(&addr, &forged).await, "signature_invalid");
+
+    server.signal("TERM");
+    server.wait_for("SIGTERM received");
+    server.wait_for("all in-flight checks finished");
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn dev_mode_refuses_non_loopback_addresses() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let output = fedauthz()
+        .args(["serve", "--dev", "--grpc-listen", "0.0.0.0:0"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("only listens on loopback"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
+    let issuer = TestIssuer::es256("https://idp.example.com", "k1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("fedauthz.yaml");
+    let config = |audience: &str| {
+        format!(
+            "server: {{ grpc_listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0 }}\nissuers:\n  - id: idp\n    issuer: {}\n    keys: {{ jwks: {} }}\n    audiences: [{audience}]\n",
+            issuer.iss,
+            issuer.jwks()
+        )
+    };
+    std::fs::write(&file, config("orders")).expect("write");
+    let mut server = Process::spawn(fedauthz().args(["serve", "--log-format", "json", "--config"]).arg(&file));
+    let addr = grpc_addr(&server.wait_for("fedauthz listening"));
+    let token = issuer.token("alice", "orders");
+    assert_eq!(check(&addr, &token).await, "token_valid");
+
+    std::fs::write(&file, "issuers: [ {id: broken").expect("write");
+    server.signal("HUP");
+    let refused = server.wait_for("configuration refused");
+    assert!(refused.contains(&file.display().to_string()), "{refused}");
+    assert_eq!(check(&addr, &token).await, "token_valid", "the last good config keeps running");
+
+    std::fs::write(&file, config("billing")).expect("write");
+    server.signal("HUP");
+    server.wait_for("configuration reloaded");
+    assert_eq!(check(&addr, &token).await, "audience_mismatch");
+
+    server.signal("INT");
+    server.wait_for("SIGINT received");
+    assert!(server.wait_exit().success());
+}
