@@ -48,7 +48,11 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({ "ready": missing.is_empty(), "issuers_without_keys": missing });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string())
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 async fn dev_jwks(State(state): State<AdminState>) -> impl IntoResponse {

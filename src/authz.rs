@@ -1,11 +1,18 @@
-//! Authorization: turn the outcome of authentication into a decision, deny by default.
+//! Authorization: pick the route that covers a request, then decide on the outcome of
+//! authentication against that route's requirements. Deny by default.
 //!
-//! For now the policy is "a token verified by any configured issuer is allowed; a request
-//! without a credential gets the configured default decision; a bad credential is always
-//! denied". Route rules and requirements slot in here (issue 5). Depends on [`crate::verify`]
-//! (the verified token), [`crate::config`] and [`crate::reason`].
+//! Order of precedence: a credential that is present but invalid is always a 401; then the
+//! first route whose match fits decides (no route: `default_decision`); a route that does not
+//! allow anonymous requests answers a missing credential with 401 and a verified token that
+//! misses its requirements with 403. Without configured routes there is one catch-all route
+//! that accepts any issuer and treats a missing credential as `default_decision` says.
+//!
+//! Depends on [`crate::verify`] (the verified token), [`crate::config`] and [`crate::reason`].
 
-use crate::config::DefaultDecision;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Config, DefaultDecision, RouteConfig};
 use crate::reason::{Reason, Rejection};
 use crate::verify::VerifiedToken;
 
@@ -29,29 +36,146 @@ pub enum Decision {
     Deny(Rejection),
 }
 
-/// Decides on authentication outcomes.
-#[derive(Debug, Clone)]
-pub struct Authorizer {
-    without_credential: DefaultDecision,
+/// The request attributes routes match on (borrowed from the CheckRequest).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestFacts<'a> {
+    /// Envoy's per-route `context_extensions`.
+    pub context_extensions: Option<&'a HashMap<String, String>>,
 }
 
-impl Authorizer {
-    /// An authorizer that applies `without_credential` to requests carrying no credential.
-    pub fn new(without_credential: DefaultDecision) -> Self {
-        Self { without_credential }
+impl RequestFacts<'_> {
+    fn context_extension(&self, key: &str) -> Option<&str> {
+        self.context_extensions?.get(key).map(String::as_str)
+    }
+}
+
+/// One compiled route.
+#[derive(Debug)]
+struct Route {
+    name: Arc<str>,
+    context_extensions: Vec<(String, String)>,
+    allow_anonymous: bool,
+    /// Accepted issuer ids; empty accepts all.
+    issuers: Vec<Arc<str>>,
+}
+
+impl Route {
+    fn compile(config: &RouteConfig) -> Self {
+        Self {
+            name: Arc::from(config.name.as_str()),
+            context_extensions: config
+                .matches
+                .context_extensions
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            allow_anonymous: config.allow_anonymous,
+            issuers: config
+                .require
+                .issuers
+                .iter()
+                .map(|id| Arc::from(id.as_str()))
+                .collect(),
+        }
     }
 
-    /// The decision for `authentication`.
-    pub fn decide(&self, authentication: Authentication) -> Decision {
+    fn matches(&self, facts: &RequestFacts<'_>) -> bool {
+        self.context_extensions
+            .iter()
+            .all(|(key, value)| facts.context_extension(key) == Some(value.as_str()))
+    }
+
+    fn decide(&self, authentication: Authentication) -> Decision {
         match authentication {
-            Authentication::Verified(token) => Decision::Allow(Some(token)),
             Authentication::Failed(rejection) => Decision::Deny(rejection),
-            Authentication::Missing => match self.without_credential {
-                DefaultDecision::Allow => Decision::Allow(None),
-                DefaultDecision::Deny => Decision::Deny(Rejection::new(
-                    Reason::TokenMissing,
-                    "no credential in any configured location",
-                )),
+            Authentication::Missing if self.allow_anonymous => Decision::Allow(None),
+            Authentication::Missing => Decision::Deny(Rejection::new(
+                Reason::TokenMissing,
+                format!(
+                    "no credential in any configured location (route {})",
+                    self.name
+                ),
+            )),
+            Authentication::Verified(token) => {
+                if self.issuers.is_empty() || self.issuers.contains(&token.issuer.id) {
+                    Decision::Allow(Some(token))
+                } else {
+                    let issuer = Arc::clone(&token.issuer.id);
+                    Decision::Deny(
+                        Rejection::new(
+                            Reason::RequirementNotMet,
+                            format!("route {} does not accept issuer {issuer}", self.name),
+                        )
+                        .for_issuer(&issuer),
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// The decision and the route that made it (`None`: no route matched).
+#[derive(Debug)]
+pub struct Verdict {
+    /// The decision.
+    pub decision: Decision,
+    /// Name of the route that decided.
+    pub route: Option<Arc<str>>,
+}
+
+/// The compiled routes of one configuration.
+#[derive(Debug)]
+pub struct Authorizer {
+    routes: Vec<Route>,
+    no_route: DefaultDecision,
+}
+
+/// Name of the implicit route used when the configuration lists none.
+const CATCH_ALL: &str = "default";
+
+impl Authorizer {
+    /// Compiles the routes of `config` (already validated).
+    pub fn new(config: &Config) -> Self {
+        let routes = match &config.routes {
+            Some(routes) => routes.iter().map(Route::compile).collect(),
+            None => vec![Route {
+                name: Arc::from(CATCH_ALL),
+                context_extensions: Vec::new(),
+                allow_anonymous: config.default_decision == DefaultDecision::Allow,
+                issuers: Vec::new(),
+            }],
+        };
+        Self {
+            routes,
+            no_route: config.default_decision,
+        }
+    }
+
+    /// The decision for a request with these `facts` and this `authentication`.
+    pub fn decide(&self, facts: &RequestFacts<'_>, authentication: Authentication) -> Verdict {
+        if let Authentication::Failed(rejection) = authentication {
+            return Verdict {
+                decision: Decision::Deny(rejection),
+                route: None,
+            };
+        }
+        match self.routes.iter().find(|route| route.matches(facts)) {
+            Some(route) => Verdict {
+                decision: route.decide(authentication),
+                route: Some(Arc::clone(&route.name)),
+            },
+            None => Verdict {
+                decision: match (self.no_route, authentication) {
+                    (DefaultDecision::Allow, Authentication::Verified(token)) => {
+                        Decision::Allow(Some(token))
+                    }
+                    (DefaultDecision::Allow, _) => Decision::Allow(None),
+                    (DefaultDecision::Deny, _) => Decision::Deny(Rejection::new(
+                        Reason::NoRouteMatched,
+                        "no route matches the request",
+                    )),
+                },
+                route: None,
             },
         }
     }
@@ -60,20 +184,101 @@ impl Authorizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_yaml;
+
+    fn authorizer(extra: &str) -> Authorizer {
+        let yaml = format!(
+            "issuers:\n  - {{id: a, issuer: 'https://a', audiences: [x], keys: {{jwks: {{keys: []}}}}}}\n{extra}"
+        );
+        Authorizer::new(&parse_yaml(&yaml, "test.yaml").unwrap())
+    }
+
+    fn reason(verdict: &Verdict) -> Option<Reason> {
+        match &verdict.decision {
+            Decision::Deny(r) => Some(r.reason),
+            Decision::Allow(_) => None,
+        }
+    }
+
+    fn ext(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
 
     #[test]
-    fn missing_credentials_follow_the_default_and_failures_always_deny() {
-        let deny = Authorizer::new(DefaultDecision::Deny);
-        assert!(matches!(
-            deny.decide(Authentication::Missing),
-            Decision::Deny(r) if r.reason == Reason::TokenMissing
-        ));
-        let allow = Authorizer::new(DefaultDecision::Allow);
-        assert!(matches!(allow.decide(Authentication::Missing), Decision::Allow(None)));
+    fn without_routes_missing_credentials_follow_the_default_and_failures_always_deny() {
+        let facts = RequestFacts::default();
+        let deny = authorizer("");
+        let verdict = deny.decide(&facts, Authentication::Missing);
+        assert_eq!(reason(&verdict), Some(Reason::TokenMissing));
+        assert_eq!(verdict.route.as_deref(), Some("default"));
+
+        let allow = authorizer("default_decision: allow\n");
+        let verdict = allow.decide(&facts, Authentication::Missing);
+        assert!(matches!(verdict.decision, Decision::Allow(None)));
         let failed = Authentication::Failed(Rejection::new(Reason::TokenExpired, "x"));
-        assert!(matches!(
-            allow.decide(failed),
-            Decision::Deny(r) if r.reason == Reason::TokenExpired
-        ));
+        assert_eq!(
+            reason(&allow.decide(&facts, failed)),
+            Some(Reason::TokenExpired)
+        );
+    }
+
+    #[test]
+    fn first_matching_route_decides_and_unmatched_requests_are_denied() {
+        let authz = authorizer(
+            "routes:\n  - {name: health, match: {context_extensions: {api: health}}, allow_anonymous: true}\n  - {name: admin, match: {context_extensions: {api: admin, tier: gold}}}\n",
+        );
+        let health = ext(&[("api", "health")]);
+        let verdict = authz.decide(
+            &RequestFacts {
+                context_extensions: Some(&health),
+            },
+            Authentication::Missing,
+        );
+        assert!(matches!(verdict.decision, Decision::Allow(None)));
+        assert_eq!(verdict.route.as_deref(), Some("health"));
+
+        // Every listed extension must match.
+        let partial = ext(&[("api", "admin")]);
+        let verdict = authz.decide(
+            &RequestFacts {
+                context_extensions: Some(&partial),
+            },
+            Authentication::Missing,
+        );
+        assert_eq!(reason(&verdict), Some(Reason::NoRouteMatched));
+        assert_eq!(verdict.route, None);
+
+        let full = ext(&[("api", "admin"), ("tier", "gold"), ("other", "x")]);
+        let verdict = authz.decide(
+            &RequestFacts {
+                context_extensions: Some(&full),
+            },
+            Authentication::Missing,
+        );
+        assert_eq!(reason(&verdict), Some(Reason::TokenMissing));
+        assert_eq!(verdict.route.as_deref(), Some("admin"));
+
+        // A present but invalid credential is a 401 even where anonymous access is allowed.
+        let failed = Authentication::Failed(Rejection::new(Reason::SignatureInvalid, "x"));
+        let verdict = authz.decide(
+            &RequestFacts {
+                context_extensions: Some(&health),
+            },
+            failed,
+        );
+        assert_eq!(reason(&verdict), Some(Reason::SignatureInvalid));
+    }
+
+    #[test]
+    fn routes_with_default_allow_let_unmatched_requests_through() {
+        let authz = authorizer(
+            "default_decision: allow\nroutes:\n  - {name: admin, match: {context_extensions: {api: admin}}}\n",
+        );
+        let verdict = authz.decide(&RequestFacts::default(), Authentication::Missing);
+        assert!(matches!(verdict.decision, Decision::Allow(None)));
+        assert_eq!(verdict.route, None);
     }
 }

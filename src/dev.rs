@@ -147,10 +147,12 @@ impl DevKey {
     }
 
     fn signer(&self) -> Result<josekit::jws::alg::ecdsa::EcdsaJwsSigner, DevError> {
-        ES256.signer_from_jwk(&self.private).map_err(|err| DevError::BadKey {
-            path: self.path.clone(),
-            why: err.to_string(),
-        })
+        ES256
+            .signer_from_jwk(&self.private)
+            .map_err(|err| DevError::BadKey {
+                path: self.path.clone(),
+                why: err.to_string(),
+            })
     }
 
     /// Signs a dev token for `claims` (already including the time claims).

@@ -56,8 +56,13 @@ pub struct Credential<'r> {
 
 #[derive(Debug, Clone)]
 enum Location {
-    Header { name: String, prefix: Option<String> },
-    Cookie { name: String },
+    Header {
+        name: String,
+        prefix: Option<String>,
+    },
+    Cookie {
+        name: String,
+    },
 }
 
 /// Finds credentials in the configured locations.
@@ -207,7 +212,10 @@ mod tests {
     }
 
     fn headers(pairs: &[(&str, &str)]) -> Map {
-        Map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Map(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
     }
 
     fn bearer_and_friends() -> Extractor {
@@ -245,8 +253,14 @@ mod tests {
             assert_eq!(token, "a.b.c");
             assert_eq!(locs, LocationSet::single(0));
         }
-        assert_eq!(token_of(&ex, &headers(&[("authorization", "Basic dXNlcg==")])), None);
-        assert_eq!(token_of(&ex, &headers(&[("authorization", "Bearer")])), None);
+        assert_eq!(
+            token_of(&ex, &headers(&[("authorization", "Basic dXNlcg==")])),
+            None
+        );
+        assert_eq!(
+            token_of(&ex, &headers(&[("authorization", "Bearer")])),
+            None
+        );
         assert_eq!(token_of(&ex, &headers(&[])), None);
         // Extra whitespace is kept, so the JWS parser rejects it as malformed.
         let (token, _) = token_of(&ex, &headers(&[("authorization", "Bearer  a.b.c")])).unwrap();
@@ -296,10 +310,19 @@ mod tests {
     #[test]
     fn different_tokens_in_two_places_are_ambiguous() {
         let ex = bearer_and_friends();
-        let h = headers(&[("authorization", "Bearer a.b.c"), ("x-goog-iap-jwt-assertion", "i.a.p")]);
-        assert_eq!(ex.extract(&h).unwrap_err().reason, Reason::CredentialAmbiguous);
+        let h = headers(&[
+            ("authorization", "Bearer a.b.c"),
+            ("x-goog-iap-jwt-assertion", "i.a.p"),
+        ]);
+        assert_eq!(
+            ex.extract(&h).unwrap_err().reason,
+            Reason::CredentialAmbiguous
+        );
         let h = headers(&[("cookie", "CF_Authorization=a.b.c; CF_Authorization=x.y.z")]);
-        assert_eq!(ex.extract(&h).unwrap_err().reason, Reason::CredentialAmbiguous);
+        assert_eq!(
+            ex.extract(&h).unwrap_err().reason,
+            Reason::CredentialAmbiguous
+        );
     }
 
     #[test]

@@ -128,8 +128,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Multi-line errors (one line per config problem, `file: field.path: message`) get a
+        // heading so each problem stays on a line of its own.
+        Err(message) if message.contains('\n') => {
+            eprintln!("fedauthz: error:\n{message}");
+            ExitCode::FAILURE
+        }
         Err(message) => {
-            eprintln!("fedauthz: {message}");
+            eprintln!("fedauthz: error: {message}");
             ExitCode::FAILURE
         }
     }
@@ -194,13 +200,19 @@ fn serve(
             }
         }
     }
-    let runtime = tokio::runtime::Runtime::new().map_err(|err| format!("cannot start runtime: {err}"))?;
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|err| format!("cannot start runtime: {err}"))?;
     runtime.block_on(async move {
-        let server = Server::bind(config, options).await.map_err(|err| err.to_string())?;
+        let server = Server::bind(config, options)
+            .await
+            .map_err(|err| err.to_string())?;
         if let Some(key) = &dev_key {
             print_dev_banner(&server, key);
         }
-        server.run(shutdown_signal()).await.map_err(|err| err.to_string())
+        server
+            .run(shutdown_signal())
+            .await
+            .map_err(|err| err.to_string())
     })
 }
 

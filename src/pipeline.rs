@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::authz::{Authentication, Authorizer, Decision};
+use crate::authz::{Authentication, Authorizer, Decision, RequestFacts, Verdict};
 use crate::config::{Config, FieldError, IssuerConfig, TokenLocation};
 use crate::extract::{Extractor, HeaderLookup, LocationSet};
 use crate::keys::KeyStore;
@@ -34,6 +34,8 @@ pub struct Checked {
     pub response: CheckResponse,
     /// Why.
     pub decision: Decision,
+    /// The route that decided (`None`: no route matched, or authentication failed first).
+    pub route: Option<Arc<str>>,
 }
 
 impl Pipeline {
@@ -67,27 +69,42 @@ impl Pipeline {
         Self {
             extractor: Extractor::new(&locations),
             issuers: IssuerRegistry::new(issuers, config.max_token_bytes),
-            authorizer: Authorizer::new(config.default_decision),
+            authorizer: Authorizer::new(config),
             responder: Responder::new(&config.response),
         }
     }
 
-    /// Runs one request, given its headers, at `now` (seconds since the epoch).
-    pub fn check(&self, headers: &impl HeaderLookup, now: i64) -> Checked {
+    /// Runs one request, given its headers and route facts, at `now` (seconds since the epoch).
+    pub fn check(
+        &self,
+        headers: &impl HeaderLookup,
+        facts: &RequestFacts<'_>,
+        now: i64,
+    ) -> Checked {
         let (authentication, credential_header) = match self.extractor.extract(headers) {
             Err(rejection) => (Authentication::Failed(rejection), None),
             Ok(None) => (Authentication::Missing, None),
             Ok(Some(credential)) => {
-                let outcome = match self.issuers.verify(&credential.token, credential.locations, now) {
-                    Ok(token) => Authentication::Verified(token),
-                    Err(rejection) => Authentication::Failed(rejection),
-                };
+                let outcome =
+                    match self
+                        .issuers
+                        .verify(&credential.token, credential.locations, now)
+                    {
+                        Ok(token) => Authentication::Verified(token),
+                        Err(rejection) => Authentication::Failed(rejection),
+                    };
                 (outcome, credential.header)
             }
         };
-        let decision = self.authorizer.decide(authentication);
-        let response = self.responder.respond(&decision, credential_header);
-        Checked { response, decision }
+        let Verdict { decision, route } = self.authorizer.decide(facts, authentication);
+        let response = self
+            .responder
+            .respond(&decision, credential_header, route.as_deref());
+        Checked {
+            response,
+            decision,
+            route,
+        }
     }
 
     /// The compiled issuers.
@@ -115,7 +132,11 @@ fn claim_rules(issuer: &IssuerConfig) -> ClaimRules {
             .iter()
             .map(|(name, values)| (name.clone(), values.values().to_vec()))
             .collect(),
-        token_types: issuer.token_types.iter().map(|t| normalize_type(t)).collect(),
+        token_types: issuer
+            .token_types
+            .iter()
+            .map(|t| normalize_type(t))
+            .collect(),
     }
 }
 

@@ -55,11 +55,15 @@ pub enum Reason {
     ClaimInvalid,
     /// A required claim does not have an accepted value.
     ClaimMismatch,
+    /// Routes are configured and none covers the request (and `default_decision` is deny).
+    NoRouteMatched,
+    /// The token is valid but does not meet the matched route's requirements.
+    RequirementNotMet,
 }
 
 impl Reason {
     /// Every reason, in a stable order.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 24] = [
         Self::TokenMissing,
         Self::CredentialAmbiguous,
         Self::TokenTooLarge,
@@ -82,6 +86,8 @@ impl Reason {
         Self::ClaimMissing,
         Self::ClaimInvalid,
         Self::ClaimMismatch,
+        Self::NoRouteMatched,
+        Self::RequirementNotMet,
     ];
 
     /// The stable code, e.g. `token_expired`.
@@ -109,6 +115,8 @@ impl Reason {
             Self::ClaimMissing => "claim_missing",
             Self::ClaimInvalid => "claim_invalid",
             Self::ClaimMismatch => "claim_mismatch",
+            Self::NoRouteMatched => "no_route_matched",
+            Self::RequirementNotMet => "requirement_not_met",
         }
     }
 
@@ -140,6 +148,8 @@ impl Reason {
             Self::ClaimMissing => "the token lacks a required claim",
             Self::ClaimInvalid => "the token has a claim with an invalid value",
             Self::ClaimMismatch => "the token does not carry a required claim value",
+            Self::NoRouteMatched => "no access rule covers this request",
+            Self::RequirementNotMet => "the token does not grant access to this resource",
         }
     }
 }
@@ -194,9 +204,17 @@ mod tests {
         let codes: HashSet<_> = Reason::ALL.iter().map(|r| r.code()).collect();
         assert_eq!(codes.len(), Reason::ALL.len());
         for reason in Reason::ALL {
-            assert!(reason.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(
+                reason
+                    .code()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+            );
             let d = reason.description();
-            assert!(d.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'));
+            assert!(
+                d.bytes()
+                    .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+            );
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::verify::VerifiedToken;
 mod grpc_code {
     pub const OK: i32 = 0;
     pub const INVALID_ARGUMENT: i32 = 3;
+    pub const PERMISSION_DENIED: i32 = 7;
     pub const UNAVAILABLE: i32 = 14;
     pub const UNAUTHENTICATED: i32 = 16;
 }
@@ -55,6 +56,12 @@ impl Challenge {
                 http_status: 400,
                 grpc_code: grpc_code::INVALID_ARGUMENT,
                 error: Some("invalid_request"),
+            },
+            // Authenticated but not allowed: RFC 6750 §3.1 insufficient_scope.
+            Reason::NoRouteMatched | Reason::RequirementNotMet => Self {
+                http_status: 403,
+                grpc_code: grpc_code::PERMISSION_DENIED,
+                error: Some("insufficient_scope"),
             },
             // Not the client's fault: say so, so it does not throw away a good token.
             Reason::KeysUnavailable => Self {
@@ -92,14 +99,27 @@ impl Responder {
     }
 
     /// The response for `decision`; `credential_header` is the header the credential came in.
-    pub fn respond(&self, decision: &Decision, credential_header: Option<&str>) -> CheckResponse {
-        match decision {
+    pub fn respond(
+        &self,
+        decision: &Decision,
+        credential_header: Option<&str>,
+        route: Option<&str>,
+    ) -> CheckResponse {
+        let mut response = match decision {
             Decision::Allow(token) => self.allow(token.as_ref(), credential_header),
             Decision::Deny(rejection) => self.deny(rejection),
+        };
+        if let (Some(route), Some(metadata)) = (route, response.dynamic_metadata.as_mut()) {
+            metadata.fields.insert("route".to_owned(), string(route));
         }
+        response
     }
 
-    fn allow(&self, token: Option<&VerifiedToken>, credential_header: Option<&str>) -> CheckResponse {
+    fn allow(
+        &self,
+        token: Option<&VerifiedToken>,
+        credential_header: Option<&str>,
+    ) -> CheckResponse {
         let mut headers = Vec::new();
         let mut headers_to_remove = Vec::new();
         let mut metadata = BTreeMap::new();
@@ -240,7 +260,14 @@ mod tests {
     }
 
     fn meta<'a>(response: &'a CheckResponse, key: &str) -> Option<&'a str> {
-        match response.dynamic_metadata.as_ref()?.fields.get(key)?.kind.as_ref()? {
+        match response
+            .dynamic_metadata
+            .as_ref()?
+            .fields
+            .get(key)?
+            .kind
+            .as_ref()?
+        {
             Kind::StringValue(s) => Some(s),
             _ => None,
         }
@@ -251,11 +278,15 @@ mod tests {
         let r = responder().respond(
             &Decision::Deny(Rejection::new(Reason::TokenMissing, "none")),
             None,
+            None,
         );
         assert_eq!(r.status.as_ref().unwrap().code, 16);
         let d = denied(&r);
         assert_eq!(d.status.unwrap().code, 401);
-        assert_eq!(header(&d.headers, "www-authenticate"), Some("Bearer realm=\"fedauthz\""));
+        assert_eq!(
+            header(&d.headers, "www-authenticate"),
+            Some("Bearer realm=\"fedauthz\"")
+        );
         assert!(d.headers.iter().all(|h| h.append.is_none()));
         let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
         assert!(body.get("error").is_none());
@@ -263,14 +294,34 @@ mod tests {
     }
 
     #[test]
+    fn a_valid_token_without_access_gets_403_insufficient_scope_with_its_route() {
+        let rejection = Rejection::new(Reason::RequirementNotMet, "route admin refuses cognito");
+        let r = responder().respond(&Decision::Deny(rejection), None, Some("admin"));
+        assert_eq!(r.status.as_ref().unwrap().code, 7);
+        let d = denied(&r);
+        assert_eq!(d.status.unwrap().code, 403);
+        assert_eq!(
+            header(&d.headers, "www-authenticate"),
+            Some(
+                "Bearer realm=\"fedauthz\", error=\"insufficient_scope\", error_description=\"the token does not grant access to this resource\""
+            )
+        );
+        assert!(!d.body.contains("cognito"), "details stay in logs");
+        assert_eq!(meta(&r, "reason"), Some("requirement_not_met"));
+        assert_eq!(meta(&r, "route"), Some("admin"));
+    }
+
+    #[test]
     fn invalid_token_challenge_carries_error_and_description() {
         let rejection = Rejection::new(Reason::TokenExpired, "exp 1 is not after now 2")
             .for_issuer(&"entra".into());
-        let r = responder().respond(&Decision::Deny(rejection), None);
+        let r = responder().respond(&Decision::Deny(rejection), None, None);
         let d = denied(&r);
         assert_eq!(
             header(&d.headers, "www-authenticate"),
-            Some("Bearer realm=\"fedauthz\", error=\"invalid_token\", error_description=\"the token has expired\"")
+            Some(
+                "Bearer realm=\"fedauthz\", error=\"invalid_token\", error_description=\"the token has expired\""
+            )
         );
         assert!(!d.body.contains("exp 1"), "details stay in logs");
         assert_eq!(meta(&r, "reason"), Some("token_expired"));
@@ -283,18 +334,25 @@ mod tests {
         let r = responder().respond(
             &Decision::Deny(Rejection::new(Reason::CredentialAmbiguous, "two")),
             None,
+            None,
         );
         assert_eq!(r.status.as_ref().unwrap().code, 3);
         let d = denied(&r);
         assert_eq!(d.status.unwrap().code, 400);
-        assert!(header(&d.headers, "www-authenticate").unwrap().contains("error=\"invalid_request\""));
+        assert!(
+            header(&d.headers, "www-authenticate")
+                .unwrap()
+                .contains("error=\"invalid_request\"")
+        );
     }
 
     #[test]
     fn anonymous_allow_strips_identity_headers() {
-        let r = responder().respond(&Decision::Allow(None), None);
+        let r = responder().respond(&Decision::Allow(None), None, None);
         assert_eq!(r.status.as_ref().unwrap().code, 0);
-        let Some(HttpResponse::OkResponse(ok)) = &r.http_response else { panic!() };
+        let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
+            panic!()
+        };
         assert!(ok.headers.is_empty());
         assert_eq!(ok.headers_to_remove, ["x-auth-subject", "x-auth-issuer"]);
         assert_eq!(meta(&r, "reason"), Some("anonymous"));

@@ -90,12 +90,16 @@ impl Server {
 
     /// The bound gRPC address (useful with port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.grpc
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// A handle that swaps in new configurations while the server runs.
@@ -140,7 +144,9 @@ impl Server {
         let grpc_addr = display_addr(&grpc);
         let grpc_server = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(AuthorizationServer::new(CheckService::new(Arc::clone(&current))))
+            .add_service(AuthorizationServer::new(CheckService::new(Arc::clone(
+                &current,
+            ))))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
         let mut grpc_task = tokio::spawn(grpc_server);
 
@@ -149,8 +155,8 @@ impl Server {
             dev_jwks: options.dev_jwks.map(Arc::new),
         };
         let admin_addr = display_addr(&admin);
-        let admin_server = axum::serve(admin, admin::router(admin_state))
-            .with_graceful_shutdown(stopped(stop_rx));
+        let admin_server =
+            axum::serve(admin, admin::router(admin_state)).with_graceful_shutdown(stopped(stop_rx));
         let admin_task = tokio::spawn(async move { admin_server.await });
         info!(grpc = %grpc_addr, admin = %admin_addr, "fedauthz listening");
 
@@ -181,7 +187,10 @@ impl Server {
                 }
             }
         }
-        if tokio::time::timeout(Duration::from_secs(1), admin_task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(1), admin_task)
+            .await
+            .is_err()
+        {
             warn!("admin listener did not stop in time");
         }
         result
@@ -254,8 +263,10 @@ impl Reloader {
     pub fn reload_file(&self, path: &std::path::Path) -> bool {
         let file = path.display().to_string();
         let outcome = load_file(path).and_then(|config| {
-            self.apply(config)
-                .map_err(|errors| ConfigError::Invalid { file: file.clone(), errors })
+            self.apply(config).map_err(|errors| ConfigError::Invalid {
+                file: file.clone(),
+                errors,
+            })
         });
         match outcome {
             Ok(()) => {

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info};
 
-use crate::authz::Decision;
+use crate::authz::{Decision, RequestFacts};
 use crate::extract::HeaderLookup;
 use crate::pipeline::{Checked, Generation, Pipeline};
 use crate::proto::auth::authorization_server::Authorization;
@@ -49,13 +49,17 @@ impl HeaderLookup for RequestHeaders<'_> {
             return map.get(name).map(|v| Cow::Borrowed(v.as_str()));
         }
         let raw = self.raw?;
-        let mut values = raw.headers.iter().filter(|h| h.key.eq_ignore_ascii_case(name)).map(|h| {
-            if h.raw_value.is_empty() {
-                Cow::Borrowed(h.value.as_str())
-            } else {
-                String::from_utf8_lossy(&h.raw_value)
-            }
-        });
+        let mut values = raw
+            .headers
+            .iter()
+            .filter(|h| h.key.eq_ignore_ascii_case(name))
+            .map(|h| {
+                if h.raw_value.is_empty() {
+                    Cow::Borrowed(h.value.as_str())
+                } else {
+                    String::from_utf8_lossy(&h.raw_value)
+                }
+            });
         let first = values.next()?;
         Some(match values.next() {
             None => first,
@@ -82,16 +86,28 @@ pub fn unix_now() -> i64 {
 /// Runs `request` through `pipeline` at `now`, logging the decision (never the token).
 pub fn check(pipeline: &Pipeline, request: &CheckRequest, now: i64) -> CheckResponse {
     let headers = RequestHeaders::of(request);
-    let Checked { response, decision } = pipeline.check(&headers, now);
+    let facts = RequestFacts {
+        context_extensions: request
+            .attributes
+            .as_ref()
+            .map(|attributes| &attributes.context_extensions),
+    };
+    let Checked {
+        response,
+        decision,
+        route,
+    } = pipeline.check(&headers, &facts, now);
+    let route = route.as_deref().unwrap_or("-");
     let request_id = headers.header("x-request-id");
     let request_id = request_id.as_deref().unwrap_or("-");
     match &decision {
         Decision::Allow(Some(token)) => {
-            debug!(request_id, issuer = %token.issuer.id, "allow");
+            debug!(request_id, route, issuer = %token.issuer.id, "allow");
         }
-        Decision::Allow(None) => debug!(request_id, "allow anonymous"),
+        Decision::Allow(None) => debug!(request_id, route, "allow anonymous"),
         Decision::Deny(rejection) => info!(
             request_id,
+            route,
             reason = rejection.reason.code(),
             issuer = rejection.issuer.as_deref().unwrap_or("-"),
             detail = %rejection.detail,
@@ -116,8 +132,15 @@ impl CheckService {
 
 #[tonic::async_trait]
 impl Authorization for CheckService {
-    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
         let generation = self.current.load();
-        Ok(Response::new(check(&generation.pipeline, request.get_ref(), unix_now())))
+        Ok(Response::new(check(
+            &generation.pipeline,
+            request.get_ref(),
+            unix_now(),
+        )))
     }
 }

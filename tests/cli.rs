@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
+use common::process::Process;
 use common::{TestIssuer, bearer, reason};
 
 fn fedauthz() -> Command {
@@ -28,7 +26,11 @@ fn check_config_reports_every_error_with_file_and_field_path() {
         "issuers:\n  - id: a\n    issuer: https://a.example.com\n    keys: { jwks_uri: https://a.example.com/keys }\n    audiences: []\n  - id: a\n    issuer: https://b.example.com\n    audiences: [x]\n",
     )
     .expect("write");
-    let output = fedauthz().arg("check-config").arg(&file).output().expect("run");
+    let output = fedauthz()
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let name = file.display();
@@ -37,14 +39,24 @@ fn check_config_reports_every_error_with_file_and_field_path() {
         format!("{name}: issuers[1].id: duplicates issuers[0].id"),
         format!("{name}: issuers[1].keys: is required"),
     ] {
-        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
 
     std::fs::write(&file, "issuers:\n  - id: a\n    isuer: typo\n").expect("write");
-    let output = fedauthz().arg("check-config").arg(&file).output().expect("run");
+    let output = fedauthz()
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("issuers[0]") && stderr.contains("isuer"), "{stderr}");
+    assert!(
+        stderr.contains("issuers[0]") && stderr.contains("isuer"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -56,9 +68,16 @@ fn check_config_reads_local_key_material() {
         "issuers:\n  - id: a\n    issuer: https://a.example.com\n    keys: { jwks_file: /nonexistent/jwks.json }\n    audiences: [x]\n",
     )
     .expect("write");
-    let output = fedauthz().arg("check-config").arg(&file).output().expect("run");
+    let output = fedauthz()
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("issuers[0].keys.jwks_file: cannot read /nonexistent/jwks.json"), "{stderr}");
+    assert!(
+        stderr.contains("issuers[0].keys.jwks_file: cannot read /nonexistent/jwks.json"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -68,7 +87,11 @@ fn the_shipped_example_config_is_valid() {
         .arg(repo_file("deploy/examples/two-issuers.yaml"))
         .output()
         .expect("run");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("OK (2 issuers)"));
 }
 
@@ -81,100 +104,49 @@ fn config_schema_is_a_json_schema_that_refuses_unknown_fields() {
     assert_eq!(schema["required"], serde_json::json!(["issuers"]));
     let issuer = &schema["$defs"]["IssuerConfig"];
     assert_eq!(issuer["additionalProperties"], false);
-    for field in ["id", "issuer", "keys", "audiences", "algorithms", "clock_skew", "token_locations"] {
-        assert!(issuer["properties"].get(field).is_some(), "schema lacks issuers[].{field}");
+    for field in [
+        "id",
+        "issuer",
+        "keys",
+        "audiences",
+        "algorithms",
+        "clock_skew",
+        "token_locations",
+    ] {
+        assert!(
+            issuer["properties"].get(field).is_some(),
+            "schema lacks issuers[].{field}"
+        );
     }
 }
 
 #[test]
 fn serve_refuses_to_guess_a_configuration() {
-    let output = fedauthz().arg("serve").env_remove("FEDAUTHZ_CONFIG").output().expect("run");
+    let output = fedauthz()
+        .arg("serve")
+        .env_remove("FEDAUTHZ_CONFIG")
+        .output()
+        .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--config FILE, or --dev"), "{stderr}");
 }
 
-/// A running `fedauthz serve` whose stderr is collected line by line.
-struct Process {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Process {
-    fn spawn(command: &mut Command) -> Self {
-        let mut child = command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn fedauthz");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a stderr line containing `needle`; returns it.
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line with {needle:?}; stderr so far:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "fedauthz did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The gRPC address from the JSON "fedauthz listening" log line.
 fn grpc_addr(line: &str) -> String {
     let log: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
-    log["fields"]["grpc"].as_str().expect("grpc field").to_owned()
+    log["fields"]["grpc"]
+        .as_str()
+        .expect("grpc field")
+        .to_owned()
 }
 
 async fn check(addr: &str, token: &str) -> String {
-    let mut client = fedauthz::proto::auth::authorization_client::AuthorizationClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect");
+    let mut client = fedauthz::proto::auth::authorization_client::AuthorizationClient::connect(
+        format!("http://{addr}"),
+    )
+    .await
+    .expect("connect");
     let response = client.check(bearer(token)).await.expect("rpc").into_inner();
     reason(&response).to_owned()
 }
@@ -184,22 +156,43 @@ async fn dev_mode_accepts_dev_tokens_and_stops_cleanly_on_sigterm() {
     let state = tempfile::tempdir().expect("tempdir");
     let mut server = Process::spawn(
         fedauthz()
+            .stdout(Stdio::null())
             .args(["serve", "--dev", "--log-format", "json"])
             .arg("--state-dir")
             .arg(state.path())
-            .args(["--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]),
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ]),
     );
     server.wait_for("DEV MODE");
     let addr = grpc_addr(&server.wait_for("fedauthz listening"));
 
     let output = fedauthz()
-        .args(["dev-token", "--sub", "alice", "--scope", "orders:read", "--ttl", "5m"])
+        .args([
+            "dev-token",
+            "--sub",
+            "alice",
+            "--scope",
+            "orders:read",
+            "--ttl",
+            "5m",
+        ])
         .arg("--state-dir")
         .arg(state.path())
         .output()
         .expect("dev-token");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let token = String::from_utf8(output.stdout).expect("utf8").trim().to_owned();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
     assert_eq!(check(&addr, &token).await, "token_valid");
     let (signed, signature) = token.rsplit_once('.').expect("three segments");
     let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
@@ -238,7 +231,12 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
         )
     };
     std::fs::write(&file, config("orders")).expect("write");
-    let mut server = Process::spawn(fedauthz().args(["serve", "--log-format", "json", "--config"]).arg(&file));
+    let mut server = Process::spawn(
+        fedauthz()
+            .stdout(Stdio::null())
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&file),
+    );
     let addr = grpc_addr(&server.wait_for("fedauthz listening"));
     let token = issuer.token("alice", "orders");
     assert_eq!(check(&addr, &token).await, "token_valid");
@@ -247,7 +245,11 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
     server.signal("HUP");
     let refused = server.wait_for("configuration refused");
     assert!(refused.contains(&file.display().to_string()), "{refused}");
-    assert_eq!(check(&addr, &token).await, "token_valid", "the last good config keeps running");
+    assert_eq!(
+        check(&addr, &token).await,
+        "token_valid",
+        "the last good config keeps running"
+    );
 
     std::fs::write(&file, config("billing")).expect("write");
     server.signal("HUP");

@@ -6,7 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Answer, JwksServer, RunningServer, TestIssuer, bearer, check_request, denied_header, denied_status, metadata, reason};
+use common::{
+    Answer, JwksServer, RunningServer, TestIssuer, bearer, check_request, denied_header,
+    denied_status, metadata, reason,
+};
 use fedauthz::proto::auth::check_response::HttpResponse;
 use serde_json::json;
 
@@ -78,7 +81,11 @@ async fn allows_valid_tokens_from_both_issuers_with_identity_headers() {
     server.wait_ready(200, Duration::from_secs(10)).await;
     let mut client = server.client().await;
 
-    let response = client.check(bearer(&t.a.token("alice", AUD_A))).await.expect("rpc").into_inner();
+    let response = client
+        .check(bearer(&t.a.token("alice", AUD_A)))
+        .await
+        .expect("rpc")
+        .into_inner();
     assert_eq!(response.status.as_ref().map(|s| s.code), Some(0));
     assert_eq!(metadata(&response, "decision"), Some("allow"));
     assert_eq!(metadata(&response, "reason"), Some("token_valid"));
@@ -97,7 +104,10 @@ async fn allows_valid_tokens_from_both_issuers_with_identity_headers() {
         .collect();
     assert_eq!(
         set,
-        [("x-auth-subject", "alice", Some(false)), ("x-auth-issuer", "issuer-a", Some(false))]
+        [
+            ("x-auth-subject", "alice", Some(false)),
+            ("x-auth-issuer", "issuer-a", Some(false))
+        ]
     );
     assert_eq!(ok.headers_to_remove, ["authorization"]);
 
@@ -107,9 +117,14 @@ async fn allows_valid_tokens_from_both_issuers_with_identity_headers() {
     let response = client.check(request).await.expect("rpc").into_inner();
     assert_eq!(reason(&response), "token_valid", "{response:?}");
     assert_eq!(metadata(&response, "issuer"), Some("issuer-b"));
-    let Some(HttpResponse::OkResponse(ok)) = &response.http_response else { panic!() };
+    let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+        panic!()
+    };
     assert_eq!(ok.headers_to_remove, ["x-goog-iap-jwt-assertion"]);
-    assert!(t.jwks.hits() >= 1, "keys of issuer A came from the HTTPS server");
+    assert!(
+        t.jwks.hits() >= 1,
+        "keys of issuer A came from the HTTPS server"
+    );
 }
 
 #[tokio::test]
@@ -125,11 +140,21 @@ async fn a_spoofed_identity_header_is_overwritten() {
         ("x-auth-issuer", "root"),
     ]);
     let response = client.check(request).await.expect("rpc").into_inner();
-    let Some(HttpResponse::OkResponse(ok)) = &response.http_response else { panic!() };
+    let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+        panic!()
+    };
     for header in &ok.headers {
-        assert_eq!(header.append, Some(false), "identity headers must overwrite, never append");
+        assert_eq!(
+            header.append,
+            Some(false),
+            "identity headers must overwrite, never append"
+        );
     }
-    let subject = ok.headers.iter().filter_map(|h| h.header.as_ref()).find(|h| h.key == "x-auth-subject");
+    let subject = ok
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .find(|h| h.key == "x-auth-subject");
     assert_eq!(subject.map(|h| h.value.as_str()), Some("alice"));
 }
 
@@ -143,13 +168,14 @@ async fn each_denial_reason_over_grpc() {
     let (a, b) = (&t.a, &t.b);
     let stranger = TestIssuer::rs256("https://evil.example.com", "a-key-1");
 
-    let with = |claims: &mut serde_json::Map<String, serde_json::Value>, k: &str, v: serde_json::Value| {
-        if v.is_null() {
-            claims.remove(k);
-        } else {
-            claims.insert(k.into(), v);
-        }
-    };
+    let with =
+        |claims: &mut serde_json::Map<String, serde_json::Value>, k: &str, v: serde_json::Value| {
+            if v.is_null() {
+                claims.remove(k);
+            } else {
+                claims.insert(k.into(), v);
+            }
+        };
     let a_claims = |k: &str, v: serde_json::Value| {
         let mut c = a.claims("alice", AUD_A);
         with(&mut c, k, v);
@@ -167,51 +193,232 @@ async fn each_denial_reason_over_grpc() {
 
     let cases: Vec<(&str, fedauthz::proto::auth::CheckRequest, i32)> = vec![
         ("token_missing", check_request(&[]), 401),
-        ("token_missing", check_request(&[("authorization", "Basic dXNlcjpwdw==")]), 401),
+        (
+            "token_missing",
+            check_request(&[("authorization", "Basic dXNlcjpwdw==")]),
+            401,
+        ),
         (
             "credential_ambiguous",
             check_request(&[("authorization", &format!("Bearer {good},Bearer {good}"))]),
             400,
         ),
         ("token_malformed", bearer("not-a-jwt"), 401),
-        ("token_malformed", bearer(&format!("{head}.{rest}.extra")), 401),
-        ("token_encrypted", bearer("eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d"), 401),
+        (
+            "token_malformed",
+            bearer(&format!("{head}.{rest}.extra")),
+            401,
+        ),
+        (
+            "token_encrypted",
+            bearer("eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d"),
+            401,
+        ),
         ("token_too_large", bearer(&"a".repeat(9000)), 401),
-        ("header_not_allowed", bearer(&a.sign(&a.claims("alice", AUD_A), json!({"jku": "https://evil/jwks"}))), 401),
-        ("crit_unsupported", bearer(&a.sign(&a.claims("alice", AUD_A), json!({"crit": ["exp"]}))), 401),
-        ("issuer_unknown", bearer(&stranger.token("alice", AUD_A)), 401),
+        (
+            "header_not_allowed",
+            bearer(&a.sign(
+                &a.claims("alice", AUD_A),
+                json!({"jku": "https://evil/jwks"}),
+            )),
+            401,
+        ),
+        (
+            "crit_unsupported",
+            bearer(&a.sign(&a.claims("alice", AUD_A), json!({"crit": ["exp"]}))),
+            401,
+        ),
+        (
+            "issuer_unknown",
+            bearer(&stranger.token("alice", AUD_A)),
+            401,
+        ),
         ("issuer_unknown", bearer(&a_claims("iss", json!(null))), 401),
-        ("token_location_not_allowed", check_request(&[("x-goog-iap-jwt-assertion", &good)]), 401),
-        ("key_unknown", bearer(&a.sign(&a.claims("alice", AUD_A), json!({"kid": "rotated-away"}))), 401),
-        ("algorithm_not_allowed", bearer(&a.sign(&a.claims("alice", AUD_A), json!({"alg": "PS256"}))), 401),
+        (
+            "token_location_not_allowed",
+            check_request(&[("x-goog-iap-jwt-assertion", &good)]),
+            401,
+        ),
+        (
+            "key_unknown",
+            bearer(&a.sign(&a.claims("alice", AUD_A), json!({"kid": "rotated-away"}))),
+            401,
+        ),
+        (
+            "algorithm_not_allowed",
+            bearer(&a.sign(&a.claims("alice", AUD_A), json!({"alg": "PS256"}))),
+            401,
+        ),
         ("signature_invalid", bearer(&tampered_sig), 401),
-        ("token_expired", bearer(&a_claims("exp", json!(now - 120))), 401),
-        ("token_not_yet_valid", bearer(&a_claims("nbf", json!(now + 600))), 401),
-        ("token_issued_in_future", bearer(&a_claims("iat", json!(now + 600))), 401),
-        ("token_lifetime_exceeded", bearer(&a_claims("exp", json!(now + 7200))), 401),
-        ("audience_mismatch", bearer(&a_claims("aud", json!("api://billing"))), 401),
-        ("audience_mismatch", bearer(&a_claims("aud", json!(null))), 401),
+        (
+            "token_expired",
+            bearer(&a_claims("exp", json!(now - 120))),
+            401,
+        ),
+        (
+            "token_not_yet_valid",
+            bearer(&a_claims("nbf", json!(now + 600))),
+            401,
+        ),
+        (
+            "token_issued_in_future",
+            bearer(&a_claims("iat", json!(now + 600))),
+            401,
+        ),
+        (
+            "token_lifetime_exceeded",
+            bearer(&a_claims("exp", json!(now + 7200))),
+            401,
+        ),
+        (
+            "audience_mismatch",
+            bearer(&a_claims("aud", json!("api://billing"))),
+            401,
+        ),
+        (
+            "audience_mismatch",
+            bearer(&a_claims("aud", json!(null))),
+            401,
+        ),
         ("claim_missing", bearer(&a_claims("exp", json!(null))), 401),
         ("claim_missing", bearer(&a_claims("sub", json!(null))), 401),
-        ("claim_invalid", bearer(&a_claims("exp", json!("tomorrow"))), 401),
+        (
+            "claim_invalid",
+            bearer(&a_claims("exp", json!("tomorrow"))),
+            401,
+        ),
         ("claim_invalid", bearer(&a_claims("exp", json!(1e300))), 401),
-        ("token_type_not_allowed", bearer(&b.sign(&b.claims("partner-7", AUD_B), json!({"typ": "JWT"}))), 401),
-        ("claim_mismatch", bearer(&b_claims("client_id", json!("someone-else"))), 401),
-        ("claim_mismatch", bearer(&b_claims("client_id", json!(null))), 401),
+        (
+            "token_type_not_allowed",
+            bearer(&b.sign(&b.claims("partner-7", AUD_B), json!({"typ": "JWT"}))),
+            401,
+        ),
+        (
+            "claim_mismatch",
+            bearer(&b_claims("client_id", json!("someone-else"))),
+            401,
+        ),
+        (
+            "claim_mismatch",
+            bearer(&b_claims("client_id", json!(null))),
+            401,
+        ),
     ];
     for (expected, request, status) in cases {
-        let response = client.check(request).await.expect("a denial is still an OK rpc").into_inner();
+        let response = client
+            .check(request)
+            .await
+            .expect("a denial is still an OK rpc")
+            .into_inner();
         assert_eq!(reason(&response), expected, "{response:?}");
         assert_eq!(metadata(&response, "decision"), Some("deny"));
-        assert_ne!(response.status.as_ref().map_or(0, |s| s.code), 0, "{expected}: status must be non-zero");
+        assert_ne!(
+            response.status.as_ref().map_or(0, |s| s.code),
+            0,
+            "{expected}: status must be non-zero"
+        );
         assert_eq!(denied_status(&response), status, "{expected}");
         let challenge = denied_header(&response, "www-authenticate").unwrap_or_default();
         match expected {
             "token_missing" => assert_eq!(challenge, "Bearer realm=\"fedauthz\""),
-            "credential_ambiguous" => assert!(challenge.contains("error=\"invalid_request\""), "{challenge}"),
-            _ => assert!(challenge.contains("error=\"invalid_token\""), "{expected}: {challenge}"),
+            "credential_ambiguous" => assert!(
+                challenge.contains("error=\"invalid_request\""),
+                "{challenge}"
+            ),
+            _ => assert!(
+                challenge.contains("error=\"invalid_token\""),
+                "{expected}: {challenge}"
+            ),
         }
     }
+}
+
+#[tokio::test]
+async fn context_extensions_select_the_route_and_its_issuers() {
+    let t = two_issuers().await;
+    let yaml = format!(
+        "{}routes:
+  - name: partners
+    match: {{ context_extensions: {{ api: partners }} }}
+    require: {{ issuers: [issuer-b] }}
+  - name: health
+    match: {{ context_extensions: {{ api: health }} }}
+    allow_anonymous: true
+  - name: internal
+    match: {{ context_extensions: {{ api: internal }} }}
+",
+        t.yaml
+    );
+    let server = RunningServer::start(&yaml).await;
+    server.wait_ready(200, Duration::from_secs(10)).await;
+    let mut client = server.client().await;
+    let on_route = |token: Option<&str>, api: &str| {
+        let mut request = match token {
+            Some(token) => bearer(token),
+            None => check_request(&[]),
+        };
+        if let Some(attributes) = request.attributes.as_mut() {
+            attributes
+                .context_extensions
+                .insert("api".to_owned(), api.to_owned());
+        }
+        request
+    };
+    let a_token = t.a.token("alice", AUD_A);
+    let b_token = b_token(&t.b, "partner-portal");
+
+    // The partners route accepts issuer-b only: issuer-a's valid token is forbidden (403).
+    let response = client
+        .check(on_route(Some(&b_token), "partners"))
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert_eq!(reason(&response), "token_valid");
+    assert_eq!(metadata(&response, "route"), Some("partners"));
+    let response = client
+        .check(on_route(Some(&a_token), "partners"))
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert_eq!(reason(&response), "requirement_not_met");
+    assert_eq!(denied_status(&response), 403);
+    assert!(
+        denied_header(&response, "www-authenticate")
+            .is_some_and(|h| h.contains("error=\"insufficient_scope\"")),
+    );
+
+    // The internal route accepts every issuer; without a token it is a 401.
+    let response = client
+        .check(on_route(Some(&a_token), "internal"))
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert_eq!(reason(&response), "token_valid");
+    let response = client
+        .check(on_route(None, "internal"))
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert_eq!(reason(&response), "token_missing");
+    assert_eq!(denied_status(&response), 401);
+
+    // The health route lets anonymous requests through.
+    let response = client
+        .check(on_route(None, "health"))
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert_eq!(reason(&response), "anonymous");
+    assert_eq!(metadata(&response, "route"), Some("health"));
+
+    // No route for this request: denied by default, whatever the token.
+    let response = client
+        .check(on_route(Some(&a_token), "unknown"))
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert_eq!(reason(&response), "no_route_matched");
+    assert_eq!(denied_status(&response), 403);
 }
 
 #[tokio::test]
@@ -225,21 +432,36 @@ async fn keys_of_two_issuers_never_cross() {
     let mut claims = t.b.claims("mallory", AUD_A);
     claims.insert("iss".into(), t.a.iss.clone().into());
     let forged = t.b.sign(&claims, json!({}));
-    let response = client.check(bearer(&forged)).await.expect("rpc").into_inner();
+    let response = client
+        .check(bearer(&forged))
+        .await
+        .expect("rpc")
+        .into_inner();
     assert_eq!(reason(&response), "key_unknown");
     assert_eq!(metadata(&response, "issuer"), Some("issuer-a"));
 
     // Same, but naming A's kid: A's key is RS256-only, so B's ES256 token cannot use it.
     let forged = t.b.sign(&claims, json!({"kid": t.a.kid}));
-    let response = client.check(bearer(&forged)).await.expect("rpc").into_inner();
+    let response = client
+        .check(bearer(&forged))
+        .await
+        .expect("rpc")
+        .into_inner();
     assert_eq!(reason(&response), "algorithm_not_allowed");
 
     // A's key signing a token that claims to be from B, with B's kid.
     let mut claims = t.a.claims("mallory", AUD_B);
     claims.insert("iss".into(), t.b.iss.clone().into());
     claims.insert("client_id".into(), "partner-portal".into());
-    let forged = t.a.sign(&claims, json!({"kid": t.b.kid, "alg": "ES256", "typ": "at+jwt"}));
-    let response = client.check(bearer(&forged)).await.expect("rpc").into_inner();
+    let forged = t.a.sign(
+        &claims,
+        json!({"kid": t.b.kid, "alg": "ES256", "typ": "at+jwt"}),
+    );
+    let response = client
+        .check(bearer(&forged))
+        .await
+        .expect("rpc")
+        .into_inner();
     assert_eq!(reason(&response), "signature_invalid");
     assert_eq!(metadata(&response, "issuer"), Some("issuer-b"));
 }
@@ -253,7 +475,11 @@ async fn not_ready_until_every_issuer_has_keys() {
     let (status, body) = server.admin_get("/readyz").await;
     assert_eq!(status, 503);
     assert!(body.contains("issuer-a"), "{body}");
-    assert_eq!(server.admin_get("/healthz").await.0, 200, "live while not ready");
+    assert_eq!(
+        server.admin_get("/healthz").await.0,
+        200,
+        "live while not ready"
+    );
 
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
         .expect("endpoint")
@@ -261,10 +487,16 @@ async fn not_ready_until_every_issuer_has_keys() {
         .await
         .expect("connect");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let serving = |status: i32| status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-    let health_status = |mut health: tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>| async move {
+    let serving = |status: i32| {
+        status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    };
+    let health_status = |mut health: tonic_health::pb::health_client::HealthClient<
+        tonic::transport::Channel,
+    >| async move {
         health
-            .check(tonic_health::pb::HealthCheckRequest { service: "envoy.service.auth.v3.Authorization".into() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "envoy.service.auth.v3.Authorization".into(),
+            })
             .await
             .expect("health rpc")
             .into_inner()
@@ -274,11 +506,19 @@ async fn not_ready_until_every_issuer_has_keys() {
 
     // A's tokens are answered 503 (not the client's fault) while its keys are missing.
     let mut client = server.client().await;
-    let response = client.check(bearer(&t.a.token("alice", AUD_A))).await.expect("rpc").into_inner();
+    let response = client
+        .check(bearer(&t.a.token("alice", AUD_A)))
+        .await
+        .expect("rpc")
+        .into_inner();
     assert_eq!(reason(&response), "keys_unavailable");
     assert_eq!(denied_status(&response), 503);
     // B's keys are local, so B works already.
-    let response = client.check(bearer(&b_token(&t.b, "partner-batch"))).await.expect("rpc").into_inner();
+    let response = client
+        .check(bearer(&b_token(&t.b, "partner-batch")))
+        .await
+        .expect("rpc")
+        .into_inner();
     assert_eq!(reason(&response), "token_valid");
 
     t.jwks.set(Answer::Json(t.a.jwks().to_string()));
@@ -292,10 +532,18 @@ async fn not_ready_until_every_issuer_has_keys() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(serving_now, "gRPC health turns SERVING once keys are in");
-    let response = client.check(bearer(&t.a.token("alice", AUD_A))).await.expect("rpc").into_inner();
+    let response = client
+        .check(bearer(&t.a.token("alice", AUD_A)))
+        .await
+        .expect("rpc")
+        .into_inner();
     assert_eq!(reason(&response), "token_valid");
     health = tonic_health::pb::health_client::HealthClient::new(
-        tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc)).expect("endpoint").connect().await.expect("connect"),
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect"),
     );
     assert!(serving(health_status(health).await));
 }
@@ -303,12 +551,18 @@ async fn not_ready_until_every_issuer_has_keys() {
 #[tokio::test]
 async fn a_failed_refresh_keeps_the_last_good_keys() {
     let t = two_issuers().await;
-    let yaml = t.yaml.replace("ca_file:", "refresh_interval: 10s, ca_file:");
+    let yaml = t
+        .yaml
+        .replace("ca_file:", "refresh_interval: 10s, ca_file:");
     let server = RunningServer::start(&yaml).await;
     server.wait_ready(200, Duration::from_secs(10)).await;
     t.jwks.set(Answer::Json("{\"keys\": \"garbage\"}".into()));
     let mut client = server.client().await;
-    let response = client.check(bearer(&t.a.token("alice", AUD_A))).await.expect("rpc").into_inner();
+    let response = client
+        .check(bearer(&t.a.token("alice", AUD_A)))
+        .await
+        .expect("rpc")
+        .into_inner();
     assert_eq!(reason(&response), "token_valid");
 }
 
@@ -327,17 +581,46 @@ async fn reload_applies_good_configs_and_keeps_the_last_good_one() {
         });
         c
     });
-    let errors = server.reloader.apply(bad.expect("parses")).expect_err("refused");
-    assert!(errors[0].to_string().starts_with("issuers[1].keys.jwks_file: cannot read"), "{errors:?}");
-    let response = client.check(bearer(&token)).await.expect("rpc").into_inner();
-    assert_eq!(reason(&response), "token_valid", "the running config is kept");
+    let errors = server
+        .reloader
+        .apply(bad.expect("parses"))
+        .expect_err("refused");
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("issuers[1].keys.jwks_file: cannot read"),
+        "{errors:?}"
+    );
+    let response = client
+        .check(bearer(&token))
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert_eq!(
+        reason(&response),
+        "token_valid",
+        "the running config is kept"
+    );
 
     let hits_before = t.jwks.hits();
-    let stricter = fedauthz::config::parse_yaml(&t.yaml.replace(AUD_A, "api://orders-v2"), "x").expect("valid");
+    let stricter = fedauthz::config::parse_yaml(&t.yaml.replace(AUD_A, "api://orders-v2"), "x")
+        .expect("valid");
     server.reloader.apply(stricter).expect("applied");
-    let response = client.check(bearer(&token)).await.expect("rpc").into_inner();
-    assert_eq!(reason(&response), "audience_mismatch", "the new config is in force");
-    assert_eq!(t.jwks.hits(), hits_before, "unchanged remote keys are kept, not refetched");
+    let response = client
+        .check(bearer(&token))
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert_eq!(
+        reason(&response),
+        "audience_mismatch",
+        "the new config is in force"
+    );
+    assert_eq!(
+        t.jwks.hits(),
+        hits_before,
+        "unchanged remote keys are kept, not refetched"
+    );
 }
 
 #[tokio::test]
@@ -361,8 +644,15 @@ async fn shutdown_finishes_in_flight_checks_then_stops() {
         .expect("shutdown within the grace period")
         .expect("clean shutdown");
     for call in calls {
-        let response = call.await.expect("task").expect("in-flight check completed").into_inner();
+        let response = call
+            .await
+            .expect("task")
+            .expect("in-flight check completed")
+            .into_inner();
         assert_eq!(reason(&response), "token_valid");
     }
-    assert!(tokio::net::TcpStream::connect(grpc).await.is_err(), "listener closed");
+    assert!(
+        tokio::net::TcpStream::connect(grpc).await.is_err(),
+        "listener closed"
+    );
 }

@@ -100,7 +100,10 @@ pub fn parse_yaml(text: &str, file: &str) -> Result<Config, ConfigError> {
         Ok(config) => config,
         Err(err) => {
             let path = failed_at.filter(|p| p != ".").unwrap_or_default();
-            return Err(invalid(vec![FieldError::new(path, one_line(&err.to_string()))]));
+            return Err(invalid(vec![FieldError::new(
+                path,
+                one_line(&err.to_string()),
+            )]));
         }
     };
     let errors = super::validate(&config);

@@ -31,8 +31,9 @@ pub struct Config {
     /// Listen addresses and process behaviour.
     #[serde(default)]
     pub server: ServerConfig,
-    /// Decision for a request that carries no credential at all. A credential that is present
-    /// but invalid is always denied, whatever this says.
+    /// Decision when no route decides: for a request that matches no entry of `routes`, or,
+    /// when `routes` is absent, for a request that carries no credential. A credential that is
+    /// present but invalid is always denied, whatever this says.
     #[serde(default)]
     pub default_decision: DefaultDecision,
     /// Largest accepted token, in bytes, checked before any decoding.
@@ -44,6 +45,11 @@ pub struct Config {
     /// Trusted token issuers. A token is verified only with the keys of the issuer whose
     /// `issuer` string equals the token's `iss` exactly.
     pub issuers: Vec<IssuerConfig>,
+    /// Route rules, in order: the first whose `match` fits the request decides. Absent means
+    /// one catch-all route that accepts a token from any issuer (and a request without a
+    /// credential as `default_decision` says).
+    #[serde(default)]
+    pub routes: Option<Vec<RouteConfig>>,
 }
 
 /// Listen addresses and process behaviour.
@@ -173,6 +179,43 @@ pub struct IssuerConfig {
     /// Where this issuer's tokens may arrive. Default: `Authorization: Bearer`.
     #[serde(default = "default_token_locations")]
     pub token_locations: Vec<TokenLocation>,
+}
+
+/// One route rule: which requests it covers and what they need.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Stable name for logs and metadata (`[a-z0-9_-]`, ≤ 64).
+    pub name: String,
+    /// Which requests this route covers; an empty match covers every request.
+    #[serde(default, rename = "match")]
+    pub matches: RouteMatch,
+    /// Let requests without a credential through (identity headers are still stripped). A
+    /// credential that is present must still verify.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// What a verified token must satisfy on this route.
+    #[serde(default)]
+    pub require: Requirement,
+}
+
+/// Request attributes a route matches on; every listed condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Envoy `context_extensions` (set per route in `ExtAuthzPerRoute.check_settings`) that
+    /// must be present with exactly these values.
+    #[serde(default)]
+    pub context_extensions: BTreeMap<String, String>,
+}
+
+/// Requirements on the verified token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    /// Issuer ids accepted on this route (any of them); empty accepts every issuer.
+    #[serde(default)]
+    pub issuers: Vec<String>,
 }
 
 /// Where an issuer's public keys come from. Exactly one of `jwks_uri`, `jwks_file`, `jwks`.

@@ -15,11 +15,10 @@ const TOKEN_BYTES_RANGE: std::ops::RangeInclusive<usize> = 512..=65536;
 pub fn validate(config: &Config) -> Vec<FieldError> {
     let mut errors = Errors::default();
     // Port 0 asks the OS for a free port, so two port-0 listeners never collide.
-    if config.server.grpc_listen == config.server.admin_listen && config.server.grpc_listen.port() != 0 {
-        errors.push(
-            "server.admin_listen",
-            "must differ from server.grpc_listen",
-        );
+    if config.server.grpc_listen == config.server.admin_listen
+        && config.server.grpc_listen.port() != 0
+    {
+        errors.push("server.admin_listen", "must differ from server.grpc_listen");
     }
     if !TOKEN_BYTES_RANGE.contains(&config.max_token_bytes) {
         errors.push(
@@ -41,7 +40,10 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
     for (index, issuer) in config.issuers.iter().enumerate() {
         let at = format!("issuers[{index}]");
         if let Some(first) = ids.insert(issuer.id.as_str(), index) {
-            errors.push(format!("{at}.id"), format!("duplicates issuers[{first}].id {:?}", issuer.id));
+            errors.push(
+                format!("{at}.id"),
+                format!("duplicates issuers[{first}].id {:?}", issuer.id),
+            );
         }
         if let Some(first) = issuers.insert(issuer.issuer.as_str(), index) {
             errors.push(
@@ -59,9 +61,13 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
     if distinct.len() > MAX_LOCATIONS {
         errors.push(
             "issuers",
-            format!("use at most {MAX_LOCATIONS} distinct token locations in all (got {})", distinct.len()),
+            format!(
+                "use at most {MAX_LOCATIONS} distinct token locations in all (got {})",
+                distinct.len()
+            ),
         );
     }
+    check_routes(config, &mut errors);
     errors.0
 }
 
@@ -72,6 +78,72 @@ impl Errors {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError::new(path, message));
     }
+}
+
+fn check_routes(config: &Config, errors: &mut Errors) {
+    let Some(routes) = &config.routes else {
+        return;
+    };
+    if routes.is_empty() {
+        errors.push(
+            "routes",
+            "must list at least one route (or be left out for one catch-all route)",
+        );
+    }
+    let known: HashSet<&str> = config.issuers.iter().map(|i| i.id.as_str()).collect();
+    let mut names = HashMap::new();
+    for (index, route) in routes.iter().enumerate() {
+        let at = format!("routes[{index}]");
+        if !is_identifier(&route.name) {
+            errors.push(
+                format!("{at}.name"),
+                format!(
+                    "must be 1-64 characters of [a-z0-9_-] (got {:?})",
+                    route.name
+                ),
+            );
+        } else if let Some(first) = names.insert(route.name.as_str(), index) {
+            errors.push(
+                format!("{at}.name"),
+                format!("duplicates routes[{first}].name {:?}", route.name),
+            );
+        }
+        for (key, value) in &route.matches.context_extensions {
+            if key.is_empty() {
+                errors.push(
+                    format!("{at}.match.context_extensions"),
+                    "keys must not be empty",
+                );
+            } else if value.is_empty() {
+                errors.push(
+                    format!("{at}.match.context_extensions.{key}"),
+                    "must not be empty",
+                );
+            }
+        }
+        for (i, id) in route.require.issuers.iter().enumerate() {
+            if !known.contains(id.as_str()) {
+                errors.push(
+                    format!("{at}.require.issuers[{i}]"),
+                    format!("{id:?} is not the id of a configured issuer"),
+                );
+            }
+        }
+        if route.allow_anonymous && !route.require.issuers.is_empty() {
+            errors.push(
+                format!("{at}.allow_anonymous"),
+                "cannot be combined with require.issuers: an anonymous request has no issuer",
+            );
+        }
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn check_response(config: &Config, errors: &mut Errors) {
@@ -91,7 +163,10 @@ fn check_response(config: &Config, errors: &mut Errors) {
     for (field, name) in [("subject", &headers.subject), ("issuer", &headers.issuer)] {
         if let Err(why) = check_header_name(name) {
             errors.push(format!("response.identity_headers.{field}"), why);
-        } else if matches!(name.to_ascii_lowercase().as_str(), "authorization" | "host" | "cookie") {
+        } else if matches!(
+            name.to_ascii_lowercase().as_str(),
+            "authorization" | "host" | "cookie"
+        ) {
             errors.push(
                 format!("response.identity_headers.{field}"),
                 format!("{name:?} cannot carry identity"),
@@ -107,16 +182,13 @@ fn check_response(config: &Config, errors: &mut Errors) {
 }
 
 fn check_issuer(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
-    let id_ok = !issuer.id.is_empty()
-        && issuer.id.len() <= 64
-        && issuer
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !id_ok {
+    if !is_identifier(&issuer.id) {
         errors.push(
             format!("{at}.id"),
-            format!("must be 1-64 characters of [a-z0-9_-] (got {:?})", issuer.id),
+            format!(
+                "must be 1-64 characters of [a-z0-9_-] (got {:?})",
+                issuer.id
+            ),
         );
     }
     if issuer.issuer.is_empty() || issuer.issuer.trim() != issuer.issuer {
@@ -131,7 +203,10 @@ fn check_issuer(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
     let mut seen = HashSet::new();
     for (i, alg) in issuer.algorithms.iter().enumerate() {
         if !seen.insert(alg) {
-            errors.push(format!("{at}.algorithms[{i}]"), format!("{alg} is listed twice"));
+            errors.push(
+                format!("{at}.algorithms[{i}]"),
+                format!("{alg} is listed twice"),
+            );
         }
     }
     if issuer.clock_skew.get() > MAX_CLOCK_SKEW {
@@ -164,7 +239,11 @@ fn check_issuer(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
             errors.push(format!("{at}.token_types[{i}]"), "must not be empty");
         }
     }
-    check_locations(&issuer.token_locations, &format!("{at}.token_locations"), errors);
+    check_locations(
+        &issuer.token_locations,
+        &format!("{at}.token_locations"),
+        errors,
+    );
 }
 
 fn check_keys(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
@@ -196,14 +275,24 @@ fn check_keys(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
 }
 
 fn check_key_source(keys: &KeySource, at: &str, errors: &mut Errors) {
-    let sources = [keys.jwks_uri.is_some(), keys.jwks_file.is_some(), keys.jwks.is_some()];
+    let sources = [
+        keys.jwks_uri.is_some(),
+        keys.jwks_file.is_some(),
+        keys.jwks.is_some(),
+    ];
     if sources.iter().filter(|set| **set).count() != 1 {
-        errors.push(at.to_owned(), "set exactly one of jwks_uri, jwks_file or jwks");
+        errors.push(
+            at.to_owned(),
+            "set exactly one of jwks_uri, jwks_file or jwks",
+        );
     }
     if let Some(uri) = &keys.jwks_uri {
         match reqwest::Url::parse(uri) {
             Ok(url) if url.scheme() == "https" && url.host().is_some() => {}
-            Ok(_) => errors.push(format!("{at}.jwks_uri"), format!("must be an https:// URL (got {uri:?})")),
+            Ok(_) => errors.push(
+                format!("{at}.jwks_uri"),
+                format!("must be an https:// URL (got {uri:?})"),
+            ),
             Err(err) => errors.push(format!("{at}.jwks_uri"), format!("is not a URL: {err}")),
         }
     }
@@ -219,13 +308,18 @@ fn check_key_source(keys: &KeySource, at: &str, errors: &mut Errors) {
     if let Some(jwks) = &keys.jwks
         && !jwks.is_object()
     {
-        errors.push(format!("{at}.jwks"), "must be a JWK Set object ({\"keys\": [...]})");
+        errors.push(
+            format!("{at}.jwks"),
+            "must be a JWK Set object ({\"keys\": [...]})",
+        );
     }
 }
 
 fn check_secret(secret: &SecretSource, at: &str, errors: &mut Errors) {
     match (&secret.env, &secret.file) {
-        (Some(env), None) if env.is_empty() => errors.push(format!("{at}.env"), "must not be empty"),
+        (Some(env), None) if env.is_empty() => {
+            errors.push(format!("{at}.env"), "must not be empty")
+        }
         (Some(_), None) | (None, Some(_)) => {}
         _ => errors.push(at.to_owned(), "set exactly one of env or file"),
     }
@@ -280,9 +374,14 @@ fn check_locations(locations: &[TokenLocation], at: &str, errors: &mut Errors) {
             }
             (None, Some(cookie)) => {
                 let valid = !cookie.is_empty()
-                    && cookie.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+                    && cookie
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
                 if !valid {
-                    errors.push(format!("{path}.cookie"), format!("{cookie:?} is not a valid cookie name"));
+                    errors.push(
+                        format!("{path}.cookie"),
+                        format!("{cookie:?} is not a valid cookie name"),
+                    );
                 }
                 if location.prefix.is_some() {
                     errors.push(format!("{path}.prefix"), "only applies to header locations");
@@ -298,7 +397,8 @@ fn check_locations(locations: &[TokenLocation], at: &str, errors: &mut Errors) {
 
 /// A lower-case HTTP field name (RFC 9110 token), not a pseudo-header.
 fn check_header_name(name: &str) -> Result<(), String> {
-    let token = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let token =
+        |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(token) {
         Err(format!("{name:?} is not a lower-case HTTP header name"))
     } else {
@@ -330,8 +430,37 @@ issuers:
         let config = parse_yaml(GOOD, "test.yaml").unwrap();
         assert_eq!(config.max_token_bytes, 8192);
         assert_eq!(config.issuers[0].clock_skew.get().as_secs(), 60);
-        assert_eq!(config.issuers[0].token_locations, [super::TokenLocation::bearer()]);
+        assert_eq!(
+            config.issuers[0].token_locations,
+            [super::TokenLocation::bearer()]
+        );
         assert_eq!(config.default_decision, super::super::DefaultDecision::Deny);
+    }
+
+    #[test]
+    fn routes_name_issuers_that_exist_and_are_named_once() {
+        let good = format!(
+            "{GOOD}routes:\n  - {{name: api, match: {{context_extensions: {{api: orders}}}}, require: {{issuers: [entra]}}}}\n  - {{name: health, allow_anonymous: true}}\n"
+        );
+        assert_eq!(errors(&good), Vec::<String>::new());
+        let bad = format!(
+            "{GOOD}routes:\n  - {{name: api, require: {{issuers: [cognito]}}}}\n  - {{name: api, allow_anonymous: true, require: {{issuers: [entra]}}, match: {{context_extensions: {{api: ''}}}}}}\n  - {{name: Bad Name}}\n"
+        );
+        assert_eq!(
+            errors(&bad),
+            [
+                "routes[0].require.issuers[0]: \"cognito\" is not the id of a configured issuer",
+                "routes[1].name: duplicates routes[0].name \"api\"",
+                "routes[1].match.context_extensions.api: must not be empty",
+                "routes[1].allow_anonymous: cannot be combined with require.issuers: an anonymous request has no issuer",
+                "routes[2].name: must be 1-64 characters of [a-z0-9_-] (got \"Bad Name\")",
+            ]
+        );
+        let errs = errors(&format!("{GOOD}routes: []\n"));
+        assert!(
+            errs[0].starts_with("routes: must list at least one route"),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -354,9 +483,24 @@ issuers:
     fn empty_audiences_name_the_field() {
         let errs = errors(&GOOD.replace(r#"["api://orders"]"#, "[]"));
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].starts_with("issuers[0].audiences: must not be empty"), "{errs:?}");
-        assert!(errors(&GOOD.replace(r#"audiences: ["api://orders"]"#, "skip_audience_check: \"SPIFFE bundle checks it\"")).is_empty());
-        assert!(!errors(&GOOD.replace(r#"audiences: ["api://orders"]"#, "skip_audience_check: \" \"")).is_empty());
+        assert!(
+            errs[0].starts_with("issuers[0].audiences: must not be empty"),
+            "{errs:?}"
+        );
+        assert!(
+            errors(&GOOD.replace(
+                r#"audiences: ["api://orders"]"#,
+                "skip_audience_check: \"SPIFFE bundle checks it\""
+            ))
+            .is_empty()
+        );
+        assert!(
+            !errors(&GOOD.replace(
+                r#"audiences: ["api://orders"]"#,
+                "skip_audience_check: \" \""
+            ))
+            .is_empty()
+        );
     }
 
     #[test]
@@ -394,17 +538,28 @@ issuers:
             "issuers[1].issuer: duplicates issuers[0].issuer",
             "issuers[1].hmac_secret: is only used with an HS algorithm",
         ] {
-            assert!(errs.iter().any(|e| e.starts_with(expected)), "missing {expected:?} in {errs:#?}");
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "missing {expected:?} in {errs:#?}"
+            );
         }
     }
 
     #[test]
     fn required_claims_take_one_value_or_a_list() {
-        let yaml = format!("{GOOD}    required_claims: {{ token_use: access, client_id: [a, b], n: 3 }}\n");
+        let yaml = format!(
+            "{GOOD}    required_claims: {{ token_use: access, client_id: [a, b], n: 3 }}\n"
+        );
         let config = parse_yaml(&yaml, "test.yaml").unwrap();
         let required = &config.issuers[0].required_claims;
-        assert_eq!(required["token_use"].values(), [serde_json::json!("access")]);
-        assert_eq!(required["client_id"].values(), [serde_json::json!("a"), serde_json::json!("b")]);
+        assert_eq!(
+            required["token_use"].values(),
+            [serde_json::json!("access")]
+        );
+        assert_eq!(
+            required["client_id"].values(),
+            [serde_json::json!("a"), serde_json::json!("b")]
+        );
         assert_eq!(required["n"].values(), [serde_json::json!(3)]);
         let nested = format!("{GOOD}    required_claims: {{ x: [[a]] }}\n");
         assert!(errors(&nested)[0].starts_with("issuers[0].required_claims.x:"));
@@ -413,6 +568,9 @@ issuers:
     #[test]
     fn rendered_errors_name_the_file() {
         let err = super::super::parse_yaml("issuers: []", "conf/fedauthz.yaml").unwrap_err();
-        assert_eq!(err.to_string(), "conf/fedauthz.yaml: issuers: must list at least one issuer");
+        assert_eq!(
+            err.to_string(),
+            "conf/fedauthz.yaml: issuers: must list at least one issuer"
+        );
     }
 }

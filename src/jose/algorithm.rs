@@ -7,7 +7,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A JWS signature algorithm (RFC 7518 §3, RFC 8037). `none` is deliberately absent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 pub enum Algorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256.
     RS256,
@@ -128,7 +130,10 @@ impl FromStr for Algorithm {
     /// Exact, case-sensitive match against the registered names: `none`, `None`, `rs256` and
     /// the like are all refused.
     fn from_str(name: &str) -> Result<Self, ()> {
-        Self::ALL.into_iter().find(|alg| alg.name() == name).ok_or(())
+        Self::ALL
+            .into_iter()
+            .find(|alg| alg.name() == name)
+            .ok_or(())
     }
 }
 
@@ -141,7 +146,9 @@ mod tests {
         for alg in Algorithm::ALL {
             assert_eq!(alg.name().parse::<Algorithm>(), Ok(alg));
         }
-        for bad in ["none", "None", "NONE", "nOnE", "rs256", " RS256", "RS256\0", ""] {
+        for bad in [
+            "none", "None", "NONE", "nOnE", "rs256", " RS256", "RS256\0", "",
+        ] {
             assert!(bad.parse::<Algorithm>().is_err(), "{bad:?} must not parse");
         }
     }

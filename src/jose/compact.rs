@@ -220,7 +220,10 @@ mod tests {
 
     #[test]
     fn splits_a_well_formed_token() {
-        let t = token(r#"{"alg":"RS256","kid":"k1","typ":"at+jwt"}"#, r#"{"sub":"a"}"#);
+        let t = token(
+            r#"{"alg":"RS256","kid":"k1","typ":"at+jwt"}"#,
+            r#"{"sub":"a"}"#,
+        );
         let jws = CompactJws::parse(&t, 8192).unwrap();
         assert_eq!(jws.header.alg, "RS256");
         assert_eq!(jws.header.kid.as_deref(), Some("k1"));
@@ -235,15 +238,32 @@ mod tests {
         let t = "x".repeat(9000);
         assert_eq!(
             CompactJws::parse(&t, 8192),
-            Err(FormatError::TooLarge { len: 9000, max: 8192 })
+            Err(FormatError::TooLarge {
+                len: 9000,
+                max: 8192
+            })
         );
     }
 
     #[test]
     fn segment_counts() {
-        assert_eq!(CompactJws::parse("a.b.c.d.e", 100), Err(FormatError::Encrypted));
-        for (t, n) in [("", 1), ("abc", 1), ("a.b", 2), ("a.b.c.", 4), ("a.b.c.d", 4), ("a.b.c.d.e.f", 6)] {
-            assert_eq!(CompactJws::parse(t, 100), Err(FormatError::SegmentCount(n)), "{t:?}");
+        assert_eq!(
+            CompactJws::parse("a.b.c.d.e", 100),
+            Err(FormatError::Encrypted)
+        );
+        for (t, n) in [
+            ("", 1),
+            ("abc", 1),
+            ("a.b", 2),
+            ("a.b.c.", 4),
+            ("a.b.c.d", 4),
+            ("a.b.c.d.e.f", 6),
+        ] {
+            assert_eq!(
+                CompactJws::parse(t, 100),
+                Err(FormatError::SegmentCount(n)),
+                "{t:?}"
+            );
         }
     }
 
@@ -278,17 +298,23 @@ mod tests {
                 "{bad:?}"
             );
         }
-        // Non-canonical final character: the unused bits are not zero.
-        let h = b64(r#"{"alg":"RS256"}"#);
-        let last = h.chars().last().unwrap();
-        let bumped = if last == 'A' { 'B' } else { 'A' };
-        let mut noncanonical = h.clone();
-        noncanonical.pop();
-        noncanonical.push(bumped);
+        // Non-canonical final character: the unused bits are not zero. A 16-byte header
+        // encodes to 22 characters; the last one carries 2 data bits and 4 unused bits.
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let h = b64(r#"{"alg":"RS256" }"#);
+        assert_eq!(h.len(), 22);
+        let last = h.bytes().last().unwrap();
+        let value = ALPHABET.iter().position(|&c| c == last).unwrap();
+        assert_eq!(value % 16, 0, "canonical encoding has zero unused bits");
+        let mut noncanonical = h[..h.len() - 1].to_owned();
+        noncanonical.push(char::from(ALPHABET[value + 1]));
+        let canonical = format!("{h}.{}.c2ln", b64("{}"));
+        assert!(CompactJws::parse(&canonical, 1000).is_ok());
         let t = format!("{noncanonical}.{}.c2ln", b64("{}"));
-        if h.len() % 4 != 0 {
-            assert!(CompactJws::parse(&t, 1000).is_err());
-        }
+        assert!(matches!(
+            CompactJws::parse(&t, 1000),
+            Err(FormatError::Base64 { .. })
+        ));
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub struct DuplicateFree(pub Value);
 
 impl<'de> Deserialize<'de> for DuplicateFree {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(DuplicateFree)
+        deserializer
+            .deserialize_any(StrictVisitor)
+            .map(DuplicateFree)
     }
 }
 
@@ -113,9 +115,21 @@ mod tests {
 
     #[test]
     fn refuses_duplicates_at_any_depth() {
-        assert!(parse_object(br#"{"sub":"user","sub":"admin"}"#).unwrap_err().contains("duplicate"));
-        assert!(parse_object(br#"{"a":{"b":1,"b":2}}"#).unwrap_err().contains("duplicate"));
-        assert!(parse_object(br#"{"a":[{"b":1,"b":2}]}"#).unwrap_err().contains("duplicate"));
+        assert!(
+            parse_object(br#"{"sub":"user","sub":"admin"}"#)
+                .unwrap_err()
+                .contains("duplicate")
+        );
+        assert!(
+            parse_object(br#"{"a":{"b":1,"b":2}}"#)
+                .unwrap_err()
+                .contains("duplicate")
+        );
+        assert!(
+            parse_object(br#"{"a":[{"b":1,"b":2}]}"#)
+                .unwrap_err()
+                .contains("duplicate")
+        );
     }
 
     #[test]
@@ -131,7 +145,11 @@ mod tests {
             br#"{"exp":1e400}"#,
             b"\xff\xfe{\x00}\x00",
         ] {
-            assert!(parse_object(bad).is_err(), "{:?} must be refused", String::from_utf8_lossy(bad));
+            assert!(
+                parse_object(bad).is_err(),
+                "{:?} must be refused",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

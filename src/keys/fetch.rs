@@ -96,7 +96,11 @@ pub fn prepare(config: &Config) -> Result<Vec<PreparedKeys>, Vec<FieldError>> {
             Err(err) => errors.push(err),
         }
     }
-    if errors.is_empty() { Ok(prepared) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(prepared)
+    } else {
+        Err(errors)
+    }
 }
 
 fn prepare_issuer(issuer: &IssuerConfig, at: &str) -> Result<PreparedKeys, FieldError> {
@@ -105,50 +109,57 @@ fn prepare_issuer(issuer: &IssuerConfig, at: &str) -> Result<PreparedKeys, Field
     };
     let hmac = match &issuer.hmac_secret {
         Some(secret) => {
-            let bytes = read_secret(secret).map_err(|why| FieldError::new(format!("{at}.hmac_secret"), why))?;
+            let bytes = read_secret(secret)
+                .map_err(|why| FieldError::new(format!("{at}.hmac_secret"), why))?;
             let key = TrustedKey::hmac(&bytes, None, &issuer.algorithms)
                 .map_err(|why| FieldError::new(format!("{at}.hmac_secret"), why.to_string()))?;
             Some(Arc::new(key))
         }
         None => None,
     };
-    let fingerprint = serde_json::json!([issuer.keys, issuer.hmac_secret, issuer.algorithms]).to_string();
+    let fingerprint =
+        serde_json::json!([issuer.keys, issuer.hmac_secret, issuer.algorithms]).to_string();
     let keys_at = format!("{at}.keys");
-    let source = match &issuer.keys {
-        None => PreparedSource::Loaded(
-            KeySet::from_keys(hmac.iter().cloned().collect(), Vec::new())
-                .map_err(|err| FieldError::new(format!("{at}.hmac_secret"), err.to_string()))?,
-        ),
-        Some(keys) => {
-            if let Some(jwks) = &keys.jwks {
-                PreparedSource::Loaded(
-                    KeySet::from_jwks(jwks, &policy, hmac.clone())
-                        .map_err(|err| FieldError::new(format!("{keys_at}.jwks"), err.to_string()))?,
-                )
-            } else if let Some(path) = &keys.jwks_file {
-                let field = format!("{keys_at}.jwks_file");
-                let bytes = std::fs::read(path).map_err(|err| {
-                    FieldError::new(&field, format!("cannot read {}: {err}", path.display()))
-                })?;
-                PreparedSource::Loaded(
-                    KeySet::from_jwks_bytes(&bytes, &policy, hmac.clone())
-                        .map_err(|err| FieldError::new(&field, format!("{}: {err}", path.display())))?,
-                )
-            } else if let Some(uri) = &keys.jwks_uri {
-                let url = reqwest::Url::parse(uri)
-                    .map_err(|err| FieldError::new(format!("{keys_at}.jwks_uri"), err.to_string()))?;
-                let client = http_client(keys.ca_file.as_deref())
-                    .map_err(|why| FieldError::new(format!("{keys_at}.ca_file"), why))?;
-                PreparedSource::Remote(RemoteJwks {
-                    url,
-                    client,
-                    refresh: keys.refresh_interval.get(),
-                })
-            } else {
-                return Err(FieldError::new(keys_at, "set exactly one of jwks_uri, jwks_file or jwks"));
+    let source =
+        match &issuer.keys {
+            None => PreparedSource::Loaded(
+                KeySet::from_keys(hmac.iter().cloned().collect(), Vec::new())
+                    .map_err(|err| FieldError::new(format!("{at}.hmac_secret"), err.to_string()))?,
+            ),
+            Some(keys) => {
+                if let Some(jwks) = &keys.jwks {
+                    PreparedSource::Loaded(KeySet::from_jwks(jwks, &policy, hmac.clone()).map_err(
+                        |err| FieldError::new(format!("{keys_at}.jwks"), err.to_string()),
+                    )?)
+                } else if let Some(path) = &keys.jwks_file {
+                    let field = format!("{keys_at}.jwks_file");
+                    let bytes = std::fs::read(path).map_err(|err| {
+                        FieldError::new(&field, format!("cannot read {}: {err}", path.display()))
+                    })?;
+                    PreparedSource::Loaded(
+                        KeySet::from_jwks_bytes(&bytes, &policy, hmac.clone()).map_err(|err| {
+                            FieldError::new(&field, format!("{}: {err}", path.display()))
+                        })?,
+                    )
+                } else if let Some(uri) = &keys.jwks_uri {
+                    let url = reqwest::Url::parse(uri).map_err(|err| {
+                        FieldError::new(format!("{keys_at}.jwks_uri"), err.to_string())
+                    })?;
+                    let client = http_client(keys.ca_file.as_deref())
+                        .map_err(|why| FieldError::new(format!("{keys_at}.ca_file"), why))?;
+                    PreparedSource::Remote(RemoteJwks {
+                        url,
+                        client,
+                        refresh: keys.refresh_interval.get(),
+                    })
+                } else {
+                    return Err(FieldError::new(
+                        keys_at,
+                        "set exactly one of jwks_uri, jwks_file or jwks",
+                    ));
+                }
             }
-        }
-    };
+        };
     Ok(PreparedKeys {
         issuer_id: issuer.id.clone(),
         policy,
@@ -174,7 +185,9 @@ fn read_secret(secret: &SecretSource) -> Result<Vec<u8>, String> {
             URL_SAFE
                 .decode(&padded)
                 .or_else(|_| STANDARD.decode(&padded))
-                .map_err(|_| "the secret is not valid base64 (set encoding: utf8 for plain text)".to_owned())
+                .map_err(|_| {
+                    "the secret is not valid base64 (set encoding: utf8 for plain text)".to_owned()
+                })
         }
     }
 }
@@ -187,7 +200,8 @@ fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, Str
         .timeout(REQUEST_TIMEOUT)
         .user_agent(concat!("fedauthz/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        let pem =
+            std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|err| format!("{} is not a PEM certificate bundle: {err}", path.display()))?;
         if certs.is_empty() {
@@ -195,7 +209,9 @@ fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, Str
         }
         builder = builder.tls_certs_only(certs);
     }
-    builder.build().map_err(|err| format!("cannot build the HTTPS client: {err}"))
+    builder
+        .build()
+        .map_err(|err| format!("cannot build the HTTPS client: {err}"))
 }
 
 /// Fetches a JWK Set document, refusing non-2xx answers and anything over [`MAX_JWKS_BYTES`].
@@ -218,7 +234,10 @@ async fn fetch_document(remote: &RemoteJwks) -> Result<Vec<u8>, FetchError> {
             status: response.status().as_u16(),
         });
     }
-    if response.content_length().is_some_and(|len| len > MAX_JWKS_BYTES as u64) {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
+    {
         return Err(FetchError::TooLarge { url });
     }
     let mut body = Vec::new();
@@ -260,7 +279,11 @@ impl KeySources {
     /// Starts `prepared` sources. Remote sources that `previous` already runs with the same
     /// configuration are kept as they are (with their keys); others start fresh. Must be called
     /// inside a tokio runtime when any source is remote.
-    pub fn start(prepared: Vec<PreparedKeys>, previous: Option<&KeySources>, changed: &Arc<Notify>) -> Self {
+    pub fn start(
+        prepared: Vec<PreparedKeys>,
+        previous: Option<&KeySources>,
+        changed: &Arc<Notify>,
+    ) -> Self {
         let mut by_id = HashMap::new();
         for keys in prepared {
             let reusable = previous
@@ -326,9 +349,11 @@ async fn keep_fresh(
     let mut retry = Duration::from_secs(1);
     loop {
         let result = fetch_document(&remote).await.and_then(|bytes| {
-            KeySet::from_jwks_bytes(&bytes, &policy, hmac.clone()).map_err(|source| FetchError::KeySet {
-                url: remote.url.to_string(),
-                source,
+            KeySet::from_jwks_bytes(&bytes, &policy, hmac.clone()).map_err(|source| {
+                FetchError::KeySet {
+                    url: remote.url.to_string(),
+                    source,
+                }
             })
         });
         match result {

@@ -81,7 +81,10 @@ impl KeySet {
     }
 
     /// Builds a set from already trusted keys.
-    pub fn from_keys(keys: Vec<Arc<TrustedKey>>, skipped: Vec<String>) -> Result<Self, KeySetError> {
+    pub fn from_keys(
+        keys: Vec<Arc<TrustedKey>>,
+        skipped: Vec<String>,
+    ) -> Result<Self, KeySetError> {
         if keys.is_empty() {
             return Err(KeySetError::NoUsableKeys(skipped));
         }
@@ -183,7 +186,11 @@ mod tests {
         let set = KeySet::from_jwks(&doc, &AlgorithmPolicy::default(), []).unwrap();
         assert_eq!(set.kids().collect::<Vec<_>>(), ["good"]);
         assert_eq!(set.skipped().len(), 2);
-        assert!(set.skipped()[0].contains("kid \"enc\""), "{:?}", set.skipped());
+        assert!(
+            set.skipped()[0].contains("kid \"enc\""),
+            "{:?}",
+            set.skipped()
+        );
     }
 
     #[test]

@@ -294,12 +294,16 @@ mod tests {
     }
 
     fn reason(r: &ClaimRules, extra: Value) -> Option<Reason> {
-        r.check(&header(None), &claims(extra), NOW).err().map(|e| e.reason)
+        r.check(&header(None), &claims(extra), NOW)
+            .err()
+            .map(|e| e.reason)
     }
 
     #[test]
     fn a_good_token_passes() {
-        let ok = rules().check(&header(None), &claims(json!({})), NOW).unwrap();
+        let ok = rules()
+            .check(&header(None), &claims(json!({})), NOW)
+            .unwrap();
         assert_eq!(ok.subject, "alice");
         assert_eq!(ok.expires_at, NOW + 300);
     }
@@ -308,21 +312,45 @@ mod tests {
     fn expiry_with_skew_and_boundaries() {
         let r = rules();
         assert_eq!(reason(&r, json!({"exp": null})), Some(Reason::ClaimMissing));
-        assert_eq!(reason(&r, json!({"exp": NOW - 61, "iat": NOW - 100})), Some(Reason::TokenExpired));
-        assert_eq!(reason(&r, json!({"exp": NOW - 60, "iat": NOW - 100})), Some(Reason::TokenExpired));
+        assert_eq!(
+            reason(&r, json!({"exp": NOW - 61, "iat": NOW - 100})),
+            Some(Reason::TokenExpired)
+        );
+        assert_eq!(
+            reason(&r, json!({"exp": NOW - 60, "iat": NOW - 100})),
+            Some(Reason::TokenExpired)
+        );
         assert_eq!(reason(&r, json!({"exp": NOW - 59, "iat": NOW - 100})), None);
-        let strict = ClaimRules { clock_skew: 0, ..rules() };
-        assert_eq!(reason(&strict, json!({"exp": NOW, "iat": NOW - 10})), Some(Reason::TokenExpired));
-        assert_eq!(reason(&strict, json!({"exp": NOW - 1, "iat": NOW - 10})), Some(Reason::TokenExpired));
-        assert_eq!(reason(&strict, json!({"exp": NOW + 1, "iat": NOW - 10})), None);
+        let strict = ClaimRules {
+            clock_skew: 0,
+            ..rules()
+        };
+        assert_eq!(
+            reason(&strict, json!({"exp": NOW, "iat": NOW - 10})),
+            Some(Reason::TokenExpired)
+        );
+        assert_eq!(
+            reason(&strict, json!({"exp": NOW - 1, "iat": NOW - 10})),
+            Some(Reason::TokenExpired)
+        );
+        assert_eq!(
+            reason(&strict, json!({"exp": NOW + 1, "iat": NOW - 10})),
+            None
+        );
     }
 
     #[test]
     fn not_before_and_issued_at() {
         let r = rules();
-        assert_eq!(reason(&r, json!({"nbf": NOW + 61})), Some(Reason::TokenNotYetValid));
+        assert_eq!(
+            reason(&r, json!({"nbf": NOW + 61})),
+            Some(Reason::TokenNotYetValid)
+        );
         assert_eq!(reason(&r, json!({"nbf": NOW + 60})), None);
-        assert_eq!(reason(&r, json!({"iat": NOW + 61})), Some(Reason::TokenIssuedInFuture));
+        assert_eq!(
+            reason(&r, json!({"iat": NOW + 61})),
+            Some(Reason::TokenIssuedInFuture)
+        );
         assert_eq!(reason(&r, json!({"iat": NOW + 60})), None);
         assert_eq!(reason(&r, json!({"iat": null})), None, "iat is optional");
     }
@@ -362,37 +390,74 @@ mod tests {
             json!(-0.5),
             json!(253402300800i64),
         ] {
-            let got = r.check(&header(None), &{
-                let mut c = claims(json!({}));
-                c.insert("exp".into(), exp.clone());
-                c
-            }, NOW);
+            let got = r.check(
+                &header(None),
+                &{
+                    let mut c = claims(json!({}));
+                    c.insert("exp".into(), exp.clone());
+                    c
+                },
+                NOW,
+            );
             let reason = got.err().map(|e| e.reason);
             assert!(
-                matches!(reason, Some(Reason::ClaimInvalid) | Some(Reason::ClaimMissing) | Some(Reason::TokenExpired)),
+                matches!(
+                    reason,
+                    Some(Reason::ClaimInvalid)
+                        | Some(Reason::ClaimMissing)
+                        | Some(Reason::TokenExpired)
+                ),
                 "exp {exp}: {reason:?}"
             );
         }
         for name in ["nbf", "iat"] {
             for v in [json!(1e300), json!("x"), json!(-5)] {
-                assert_eq!(reason(&r, json!({ name: v })), Some(Reason::ClaimInvalid), "{name} {v}");
+                assert_eq!(
+                    reason(&r, json!({ name: v })),
+                    Some(Reason::ClaimInvalid),
+                    "{name} {v}"
+                );
             }
         }
         // A fractional date is fine.
-        assert_eq!(reason(&r, json!({"exp": (NOW + 300) as f64 + 0.5, "iat": NOW as f64 + 0.25})), None);
+        assert_eq!(
+            reason(
+                &r,
+                json!({"exp": (NOW + 300) as f64 + 0.5, "iat": NOW as f64 + 0.25})
+            ),
+            None
+        );
     }
 
     #[test]
     fn audience_rules() {
         let r = rules();
-        assert_eq!(reason(&r, json!({"aud": null})), Some(Reason::AudienceMismatch));
-        assert_eq!(reason(&r, json!({"aud": "api://other"})), Some(Reason::AudienceMismatch));
-        assert_eq!(reason(&r, json!({"aud": "api://orders "})), Some(Reason::AudienceMismatch));
-        assert_eq!(reason(&r, json!({"aud": []})), Some(Reason::AudienceMismatch));
+        assert_eq!(
+            reason(&r, json!({"aud": null})),
+            Some(Reason::AudienceMismatch)
+        );
+        assert_eq!(
+            reason(&r, json!({"aud": "api://other"})),
+            Some(Reason::AudienceMismatch)
+        );
+        assert_eq!(
+            reason(&r, json!({"aud": "api://orders "})),
+            Some(Reason::AudienceMismatch)
+        );
+        assert_eq!(
+            reason(&r, json!({"aud": []})),
+            Some(Reason::AudienceMismatch)
+        );
         assert_eq!(reason(&r, json!({"aud": ["x", "orders"]})), None);
-        assert_eq!(reason(&r, json!({"aud": ["x", 1]})), Some(Reason::ClaimInvalid));
+        assert_eq!(
+            reason(&r, json!({"aud": ["x", 1]})),
+            Some(Reason::ClaimInvalid)
+        );
         assert_eq!(reason(&r, json!({"aud": 123})), Some(Reason::ClaimInvalid));
-        assert_eq!(reason(&r, json!({"aud": {"a": "orders"}})), Some(Reason::ClaimInvalid));
+        assert_eq!(
+            reason(&r, json!({"aud": {"a": "orders"}})),
+            Some(Reason::ClaimInvalid)
+        );
 
         let cognito = ClaimRules {
             audience: AudienceRule::AnyOf {
@@ -401,11 +466,19 @@ mod tests {
             },
             ..rules()
         };
-        assert_eq!(reason(&cognito, json!({"aud": null, "client_id": "app-client"})), None);
-        assert_eq!(reason(&cognito, json!({"aud": null})), Some(Reason::AudienceMismatch));
+        assert_eq!(
+            reason(&cognito, json!({"aud": null, "client_id": "app-client"})),
+            None
+        );
+        assert_eq!(
+            reason(&cognito, json!({"aud": null})),
+            Some(Reason::AudienceMismatch)
+        );
 
         let skip = ClaimRules {
-            audience: AudienceRule::Skip { reason: "test".into() },
+            audience: AudienceRule::Skip {
+                reason: "test".into(),
+            },
             ..rules()
         };
         assert_eq!(reason(&skip, json!({"aud": null})), None);
@@ -417,8 +490,14 @@ mod tests {
         assert_eq!(reason(&r, json!({"sub": null})), Some(Reason::ClaimMissing));
         assert_eq!(reason(&r, json!({"sub": 5})), Some(Reason::ClaimInvalid));
         assert_eq!(reason(&r, json!({"sub": ""})), Some(Reason::ClaimInvalid));
-        assert_eq!(reason(&r, json!({"sub": "a\r\nx-admin: 1"})), Some(Reason::ClaimInvalid));
-        assert_eq!(reason(&r, json!({"sub": "x".repeat(2000)})), Some(Reason::ClaimInvalid));
+        assert_eq!(
+            reason(&r, json!({"sub": "a\r\nx-admin: 1"})),
+            Some(Reason::ClaimInvalid)
+        );
+        assert_eq!(
+            reason(&r, json!({"sub": "x".repeat(2000)})),
+            Some(Reason::ClaimInvalid)
+        );
     }
 
     #[test]
@@ -428,9 +507,15 @@ mod tests {
             ..rules()
         };
         assert_eq!(reason(&r, json!({"token_use": "access"})), None);
-        assert_eq!(reason(&r, json!({"token_use": "id"})), Some(Reason::ClaimMismatch));
+        assert_eq!(
+            reason(&r, json!({"token_use": "id"})),
+            Some(Reason::ClaimMismatch)
+        );
         assert_eq!(reason(&r, json!({})), Some(Reason::ClaimMismatch));
-        assert_eq!(reason(&r, json!({"token_use": ["access"]})), Some(Reason::ClaimMismatch));
+        assert_eq!(
+            reason(&r, json!({"token_use": ["access"]})),
+            Some(Reason::ClaimMismatch)
+        );
     }
 
     #[test]
@@ -439,15 +524,29 @@ mod tests {
             token_types: vec![normalize_type("at+jwt")],
             ..rules()
         };
-        for ok in ["at+jwt", "at+JWT", "application/at+jwt", "Application/AT+JWT"] {
-            assert!(r.check(&header(Some(ok)), &claims(json!({})), NOW).is_ok(), "{ok}");
+        for ok in [
+            "at+jwt",
+            "at+JWT",
+            "application/at+jwt",
+            "Application/AT+JWT",
+        ] {
+            assert!(
+                r.check(&header(Some(ok)), &claims(json!({})), NOW).is_ok(),
+                "{ok}"
+            );
         }
         for bad in [Some("JWT"), Some("secevent+jwt"), Some("dpop+jwt"), None] {
             assert_eq!(
-                r.check(&header(bad), &claims(json!({})), NOW).unwrap_err().reason,
+                r.check(&header(bad), &claims(json!({})), NOW)
+                    .unwrap_err()
+                    .reason,
                 Reason::TokenTypeNotAllowed
             );
         }
-        assert!(rules().check(&header(Some("anything")), &claims(json!({})), NOW).is_ok());
+        assert!(
+            rules()
+                .check(&header(Some("anything")), &claims(json!({})), NOW)
+                .is_ok()
+        );
     }
 }

@@ -92,10 +92,18 @@ impl IssuerRegistry {
         let claims = jws.claims().map_err(format_rejection)?;
         let issuer = match claims.get("iss") {
             Some(Value::String(iss)) => self.by_iss.get(iss).ok_or_else(|| {
-                Rejection::new(Reason::IssuerUnknown, format!("no issuer is configured for iss {iss:?}"))
+                Rejection::new(
+                    Reason::IssuerUnknown,
+                    format!("no issuer is configured for iss {iss:?}"),
+                )
             })?,
             Some(_) => return Err(Rejection::new(Reason::ClaimInvalid, "iss is not a string")),
-            None => return Err(Rejection::new(Reason::IssuerUnknown, "the token has no iss claim")),
+            None => {
+                return Err(Rejection::new(
+                    Reason::IssuerUnknown,
+                    "the token has no iss claim",
+                ));
+            }
         };
         self.verify_with(issuer, &jws, claims, locations, now)
             .map_err(|rejection| rejection.for_issuer(&issuer.id))
@@ -112,7 +120,10 @@ impl IssuerRegistry {
         if !issuer.locations.intersects(locations) {
             return Err(Rejection::new(
                 Reason::TokenLocationNotAllowed,
-                format!("issuer {} does not accept tokens from where this one was sent", issuer.id),
+                format!(
+                    "issuer {} does not accept tokens from where this one was sent",
+                    issuer.id
+                ),
             ));
         }
         let keys = issuer.keys.load();
@@ -142,7 +153,10 @@ pub fn verify_signature(keys: &KeySet, jws: &CompactJws<'_>) -> Result<(), Rejec
         Some(kid) => Rejection::new(Reason::KeyUnknown, format!("no key has kid {kid:?}")),
         None => Rejection::new(
             Reason::KeyUnknown,
-            format!("the token has no kid and the issuer has {} keys", keys.len()),
+            format!(
+                "the token has no kid and the issuer has {} keys",
+                keys.len()
+            ),
         ),
     })?;
     let verifier = key.verifier_for(&jws.header.alg).ok_or_else(|| {
@@ -159,7 +173,10 @@ pub fn verify_signature(keys: &KeySet, jws: &CompactJws<'_>) -> Result<(), Rejec
     if verifier.verify(jws.signing_input, &jws.signature) {
         Ok(())
     } else {
-        Err(Rejection::new(Reason::SignatureInvalid, "the signature does not verify"))
+        Err(Rejection::new(
+            Reason::SignatureInvalid,
+            "the signature does not verify",
+        ))
     }
 }
 

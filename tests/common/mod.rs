@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,11 +40,19 @@ pub struct TestIssuer {
 impl TestIssuer {
     /// An RS256 issuer (2048-bit key).
     pub fn rs256(iss: &str, kid: &str) -> Self {
-        let pair = josekit::jws::RS256.generate_key_pair(2048).expect("RSA key");
+        let pair = josekit::jws::RS256
+            .generate_key_pair(2048)
+            .expect("RSA key");
         let signer = josekit::jws::RS256
             .signer_from_jwk(&pair.to_jwk_private_key())
             .expect("RSA signer");
-        Self::new(iss, kid, "RS256", Box::new(signer), pair.to_jwk_public_key())
+        Self::new(
+            iss,
+            kid,
+            "RS256",
+            Box::new(signer),
+            pair.to_jwk_public_key(),
+        )
     }
 
     /// An ES256 issuer.
@@ -51,7 +61,13 @@ impl TestIssuer {
         let signer = josekit::jws::ES256
             .signer_from_jwk(&pair.to_jwk_private_key())
             .expect("EC signer");
-        Self::new(iss, kid, "ES256", Box::new(signer), pair.to_jwk_public_key())
+        Self::new(
+            iss,
+            kid,
+            "ES256",
+            Box::new(signer),
+            pair.to_jwk_public_key(),
+        )
     }
 
     fn new(
@@ -100,12 +116,19 @@ impl TestIssuer {
                 }
             }
         }
-        self.sign_raw(&header.to_string(), &Value::Object(claims.clone()).to_string())
+        self.sign_raw(
+            &header.to_string(),
+            &Value::Object(claims.clone()).to_string(),
+        )
     }
 
     /// Signs exactly the given header and payload JSON text.
     pub fn sign_raw(&self, header: &str, payload: &str) -> String {
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
         let signature = self.signer.sign(input.as_bytes()).expect("sign");
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
@@ -145,7 +168,8 @@ impl JwksServer {
         let ca = rcgen::Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate().expect("leaf key");
         let leaf_params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("leaf params");
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .expect("leaf params");
         let leaf_cert = leaf_params.signed_by(&leaf_key, &ca).expect("leaf cert");
 
         let tls = tokio_rustls::rustls::ServerConfig::builder()
@@ -156,7 +180,9 @@ impl JwksServer {
             )
             .expect("server TLS config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind JWKS");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind JWKS");
         let addr = listener.local_addr().expect("JWKS addr");
         let answer = Arc::new(Mutex::new(answer));
         let hits = Arc::new(AtomicUsize::new(0));
@@ -169,13 +195,21 @@ impl JwksServer {
                     _ = &mut stop_rx => return,
                 };
                 let Ok((tcp, _)) = accepted else { continue };
-                let (acceptor, answer, hits) =
-                    (acceptor.clone(), Arc::clone(&served_answer), Arc::clone(&served_hits));
+                let (acceptor, answer, hits) = (
+                    acceptor.clone(),
+                    Arc::clone(&served_answer),
+                    Arc::clone(&served_hits),
+                );
                 tokio::spawn(async move {
-                    let Ok(stream) = acceptor.accept(tcp).await else { return };
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     let service = hyper::service::service_fn(move |_req| {
                         hits.fetch_add(1, Ordering::SeqCst);
-                        let answer = answer.lock().map(|a| a.clone()).unwrap_or(Answer::Status(500));
+                        let answer = answer
+                            .lock()
+                            .map(|a| a.clone())
+                            .unwrap_or(Answer::Status(500));
                         async move {
                             let (status, body) = match answer {
                                 Answer::Json(body) => (200, body),
@@ -227,10 +261,13 @@ pub struct RunningServer {
 impl RunningServer {
     /// Parses `yaml`, forces both listeners onto free loopback ports and starts serving.
     pub async fn start(yaml: &str) -> Self {
-        let mut config = fedauthz::config::parse_yaml(yaml, "test.yaml").expect("test config is valid");
+        let mut config =
+            fedauthz::config::parse_yaml(yaml, "test.yaml").expect("test config is valid");
         config.server.grpc_listen = "127.0.0.1:0".parse().expect("addr");
         config.server.admin_listen = "127.0.0.1:0".parse().expect("addr");
-        let server = Server::bind(config, ServeOptions::default()).await.expect("server binds");
+        let server = Server::bind(config, ServeOptions::default())
+            .await
+            .expect("server binds");
         let (grpc, admin, reloader) = (server.grpc_addr(), server.admin_addr(), server.reloader());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
@@ -276,7 +313,10 @@ impl RunningServer {
             if got == status {
                 return;
             }
-            assert!(start.elapsed() < timeout, "/readyz stayed {got} ({body}), wanted {status}");
+            assert!(
+                start.elapsed() < timeout,
+                "/readyz stayed {got} ({body}), wanted {status}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -293,7 +333,9 @@ impl Drop for RunningServer {
 /// A minimal HTTP/1.1 GET over a plain TCP connection.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect admin");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = String::new();
@@ -303,14 +345,19 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// A CheckRequest carrying `headers`.
 pub fn check_request(headers: &[(&str, &str)]) -> CheckRequest {
-    let headers: HashMap<String, String> =
-        headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     CheckRequest {
         attributes: Some(AttributeContext {
             request: Some(AttrRequest {
@@ -330,13 +377,23 @@ pub fn check_request(headers: &[(&str, &str)]) -> CheckRequest {
 
 /// A CheckRequest with `Authorization: Bearer <token>`.
 pub fn bearer(token: &str) -> CheckRequest {
-    check_request(&[("authorization", &format!("Bearer {token}")), ("x-request-id", "test")])
+    check_request(&[
+        ("authorization", &format!("Bearer {token}")),
+        ("x-request-id", "test"),
+    ])
 }
 
 /// The string field `key` of the response's dynamic metadata.
 pub fn metadata<'a>(response: &'a CheckResponse, key: &str) -> Option<&'a str> {
     use prost_types::value::Kind;
-    match response.dynamic_metadata.as_ref()?.fields.get(key)?.kind.as_ref()? {
+    match response
+        .dynamic_metadata
+        .as_ref()?
+        .fields
+        .get(key)?
+        .kind
+        .as_ref()?
+    {
         Kind::StringValue(s) => Some(s),
         _ => None,
     }

@@ -1,0 +1,63 @@
+//! What we ship under deploy/ is consistent: every fedauthz config there loads, and the Istio
+//! manifests refer to each other correctly. (Envoy configs are validated by Envoy itself in
+//! tests/envoy.rs.)
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
+}
+
+fn yaml_documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("read manifest");
+    serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|err| panic!("{} is not valid YAML: {err}", path.display()))
+}
+
+#[test]
+fn every_example_config_passes_check_config() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(deploy("examples")).expect("deploy/examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let config = fedauthz::config::load_file(&path)
+            .unwrap_or_else(|err| panic!("{} is refused:\n{err}", path.display()));
+        if let Err(errors) = fedauthz::keys::fetch::prepare(&config) {
+            panic!("{}: {errors:?}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn the_istio_policy_names_the_registered_provider_and_fails_closed() {
+    let mesh = &yaml_documents(&deploy("istio/mesh-config.yaml"))[0];
+    let providers = mesh["meshConfig"]["extensionProviders"]
+        .as_array()
+        .expect("extensionProviders");
+    let policy = yaml_documents(&deploy("istio/authorization-policy.yaml"))
+        .into_iter()
+        .find(|doc| doc["kind"] == "AuthorizationPolicy")
+        .expect("an AuthorizationPolicy");
+    assert_eq!(policy["apiVersion"], "security.istio.io/v1");
+    assert_eq!(policy["spec"]["action"], "CUSTOM");
+    let name = &policy["spec"]["provider"]["name"];
+    let provider = providers
+        .iter()
+        .find(|p| &p["name"] == name)
+        .unwrap_or_else(|| panic!("no extension provider named {name}"));
+    let grpc = &provider["envoyExtAuthzGrpc"];
+    assert_eq!(grpc["failOpen"], false);
+    assert!(
+        grpc["timeout"].is_string(),
+        "set a timeout: Istio's default is 600 s"
+    );
+    assert!(grpc["port"].is_u64() && grpc["service"].is_string());
+}

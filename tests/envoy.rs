@@ -1,0 +1,748 @@
+//! End to end through a real Envoy: the client talks to Envoy 1.40, Envoy asks the real
+//! `fedauthz` binary over gRPC (ext_authz V3, HTTP/2 cluster) and forwards allowed requests to
+//! an echo upstream that records every header it received.
+//!
+//! Envoy runs `deploy/envoy/envoy.yaml` itself, ports rewritten, so the shipped example is what
+//! is tested. Needs the `envoy-e2e` feature and an Envoy binary (`scripts/test` installs one
+//! into `.tools/`; `FEDAUTHZ_ENVOY` overrides the path). Without Envoy these tests fail: they
+//! never skip. When a test fails, its Envoy and fedauthz logs are kept under
+//! `target/e2e-logs/` and the path is printed.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::process::Process;
+use common::{Answer, JwksServer, TestIssuer};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+
+const ENVOY_EXAMPLE: &str = include_str!("../deploy/envoy/envoy.yaml");
+const AUD: &str = "orders-api";
+
+// ---------------------------------------------------------------------------------------------
+// The stack: JWKS server, echo upstream, fedauthz, Envoy.
+
+/// The Envoy binary: `FEDAUTHZ_ENVOY`, else `.tools/bin/envoy` as `scripts/test` installs it.
+fn envoy_binary() -> PathBuf {
+    let path = std::env::var_os("FEDAUTHZ_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/envoy"));
+    assert!(
+        path.is_file(),
+        "Envoy not found at {}: run scripts/install-envoy (scripts/test does) or set FEDAUTHZ_ENVOY",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// What the upstream received for one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// An HTTP/1.1 upstream that answers 200 and records each request's headers by x-request-id.
+struct Echo {
+    addr: SocketAddr,
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+}
+
+impl Echo {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind echo");
+        let addr = listener.local_addr().expect("echo addr");
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let record = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let record = Arc::clone(&record);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        let headers: Vec<(String, String)> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned())
+                            })
+                            .collect();
+                        let id = req
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        if let Ok(mut seen) = record.lock() {
+                            seen.insert(id, Seen { headers });
+                        }
+                        async {
+                            hyper::Response::builder()
+                                .status(200)
+                                .body(Full::new(Bytes::from_static(b"upstream ok")))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+
+    fn seen(&self, request_id: &str) -> Option<Seen> {
+        self.seen.lock().ok()?.get(request_id).cloned()
+    }
+}
+
+/// One client-visible answer, plus what reached the upstream and Envoy's access log line.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: String,
+    upstream: Option<Seen>,
+    request_id: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+const BOTH: [Protocol; 2] = [Protocol::Http1, Protocol::Http2];
+
+struct Stack {
+    name: &'static str,
+    dir: tempfile::TempDir,
+    a: TestIssuer,
+    b: TestIssuer,
+    _jwks: JwksServer,
+    echo: Echo,
+    fedauthz: Option<Process>,
+    fedauthz_grpc: SocketAddr,
+    envoy: Process,
+    listener: SocketAddr,
+    next_id: std::sync::atomic::AtomicUsize,
+    http1: reqwest::Client,
+    http2: reqwest::Client,
+}
+
+impl Stack {
+    async fn start(name: &'static str) -> Self {
+        let envoy_bin = envoy_binary();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = TestIssuer::rs256("https://login.example.com/tenant/v2.0", "a-key-1");
+        let b = TestIssuer::es256("https://partners.example.com/", "b-key-1");
+        let jwks = JwksServer::start(Answer::Json(a.jwks().to_string())).await;
+        let echo = Echo::start().await;
+
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &jwks.ca_pem).expect("write CA");
+        let config = dir.path().join("fedauthz.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+response:
+  realm: orders
+issuers:
+  - id: issuer-a
+    issuer: {a_iss}
+    keys: {{ jwks_uri: "{url}", ca_file: "{ca}" }}
+    audiences: [{AUD}]
+  - id: issuer-b
+    issuer: {b_iss}
+    keys: {{ jwks: {b_jwks} }}
+    audiences: [{AUD}]
+routes:
+  - name: admin
+    match: {{ context_extensions: {{ api: admin }} }}
+    require: {{ issuers: [issuer-a] }}
+  - name: public
+    match: {{ context_extensions: {{ api: public }} }}
+    allow_anonymous: true
+  - name: orders
+    match: {{ context_extensions: {{ api: orders }} }}
+"#,
+                a_iss = a.iss,
+                url = jwks.url,
+                ca = ca.display(),
+                b_iss = b.iss,
+                b_jwks = b.jwks(),
+            ),
+        )
+        .expect("write fedauthz config");
+
+        let fedauthz_grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let fedauthz = start_fedauthz(&config, fedauthz_grpc).await;
+
+        let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let envoy_config = dir.path().join("envoy.yaml");
+        std::fs::write(
+            &envoy_config,
+            envoy_yaml(
+                listener.port(),
+                admin.port(),
+                fedauthz_grpc.port(),
+                echo.addr.port(),
+            ),
+        )
+        .expect("write envoy config");
+        let access_log = std::fs::File::create(dir.path().join("access.log")).expect("log");
+        let envoy = Process::spawn(
+            Command::new(envoy_bin)
+                .arg("-c")
+                .arg(&envoy_config)
+                .args([
+                    "--concurrency",
+                    "1",
+                    "--disable-hot-restart",
+                    "-l",
+                    "warning",
+                ])
+                // Access log lines reach the file within 50 ms (default: 10 s).
+                .args(["--file-flush-interval-msec", "50"])
+                .stdout(Stdio::from(access_log)),
+        );
+        wait_http(admin, "/ready", "Envoy").await;
+
+        Self {
+            name,
+            dir,
+            a,
+            b,
+            _jwks: jwks,
+            echo,
+            fedauthz: Some(fedauthz),
+            fedauthz_grpc,
+            envoy,
+            listener,
+            next_id: std::sync::atomic::AtomicUsize::new(0),
+            http1: reqwest::Client::builder()
+                .http1_only()
+                .build()
+                .expect("client"),
+            http2: reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// GET `path` through Envoy with `headers` (repeat a name to send it twice).
+    async fn get(&self, protocol: Protocol, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let n = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let request_id = format!("{}-{n}", self.name);
+        let mut map = HeaderMap::new();
+        map.insert(
+            "x-request-id",
+            HeaderValue::from_str(&request_id).expect("id"),
+        );
+        for (name, value) in headers {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        let client = match protocol {
+            Protocol::Http1 => &self.http1,
+            Protocol::Http2 => &self.http2,
+        };
+        let response = client
+            .get(format!("http://{}{path}", self.listener))
+            .headers(map)
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("GET {path} over {protocol:?}: {err}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap_or_default();
+        Reply {
+            status,
+            headers,
+            body,
+            upstream: self.echo.seen(&request_id),
+            request_id,
+        }
+    }
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    /// Envoy's access log line for `reply` (waits for Envoy to flush it).
+    async fn access_log(&self, reply: &Reply) -> Value {
+        let path = self.dir.path().join("access.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let line = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|l| l["request_id"] == reply.request_id.as_str());
+            if let Some(line) = line {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no access log line for {}; log:\n{text}",
+                reply.request_id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops fedauthz (SIGTERM) and waits for it to exit.
+    fn stop_fedauthz(&mut self) {
+        if let Some(mut process) = self.fedauthz.take() {
+            process.signal("TERM");
+            assert!(process.wait_exit().success(), "fedauthz exits cleanly");
+        }
+    }
+
+    /// Starts fedauthz again on the same gRPC address.
+    async fn restart_fedauthz(&mut self) {
+        let config = self.dir.path().join("fedauthz.yaml");
+        self.fedauthz = Some(start_fedauthz(&config, self.fedauthz_grpc).await);
+    }
+}
+
+impl Drop for Stack {
+    /// On failure, keeps the logs where a developer can read them.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let keep = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/e2e-logs")
+            .join(self.name);
+        let _ = std::fs::create_dir_all(&keep);
+        for file in ["envoy.yaml", "fedauthz.yaml", "access.log"] {
+            let _ = std::fs::copy(self.dir.path().join(file), keep.join(file));
+        }
+        let _ = std::fs::write(keep.join("envoy.stderr"), self.envoy.stderr());
+        if let Some(fedauthz) = self.fedauthz.as_mut() {
+            let _ = std::fs::write(keep.join("fedauthz.stderr"), fedauthz.stderr());
+        }
+        eprintln!("e2e logs of {} kept in {}", self.name, keep.display());
+    }
+}
+
+/// The shipped Envoy example with its four loopback ports replaced.
+fn envoy_yaml(listener: u16, admin: u16, fedauthz: u16, upstream: u16) -> String {
+    let mut yaml = ENVOY_EXAMPLE.to_owned();
+    for (from, to) in [
+        (10000, listener),
+        (9901, admin),
+        (50051, fedauthz),
+        (8080, upstream),
+    ] {
+        let from = format!("port_value: {from} ");
+        assert_eq!(
+            yaml.matches(&from).count(),
+            1,
+            "deploy/envoy/envoy.yaml must use `{from}` exactly once"
+        );
+        yaml = yaml.replace(&from, &format!("port_value: {to} "));
+    }
+    yaml
+}
+
+async fn start_fedauthz(config: &Path, grpc: SocketAddr) -> Process {
+    let mut process = Process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_fedauthz"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .args(["--grpc-listen", &grpc.to_string()])
+            .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null()),
+    );
+    let line = process.wait_for("fedauthz listening");
+    let log: Value = serde_json::from_str(&line).expect("JSON log line");
+    let admin: SocketAddr = log["fields"]["admin"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("admin address in the listening line");
+    wait_http(admin, "/readyz", "fedauthz").await;
+    process
+}
+
+/// Waits (up to 20 s) until `GET path` on `addr` answers 200.
+async fn wait_http(addr: SocketAddr, path: &str, what: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        if matches!(status, Ok(200)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not ready at {addr}{path}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases.
+
+#[tokio::test]
+async fn an_allowed_request_reaches_upstream_with_identity_and_without_the_credential() {
+    let stack = Stack::start("allowed").await;
+    let token = stack.a.token("alice", AUD);
+    for protocol in BOTH {
+        let reply = stack
+            .get(
+                protocol,
+                "/orders/7",
+                &[("authorization", &Stack::bearer(&token))],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{protocol:?}: {}", reply.body);
+        assert_eq!(reply.body, "upstream ok");
+        let upstream = reply.upstream.as_ref().expect("reached upstream");
+        assert_eq!(upstream.values("x-auth-subject"), ["alice"]);
+        assert_eq!(upstream.values("x-auth-issuer"), ["issuer-a"]);
+        assert!(
+            upstream.values("authorization").is_empty(),
+            "the credential is removed: {upstream:?}"
+        );
+        let log = stack.access_log(&reply).await;
+        assert_eq!(log["authz_decision"], "allow");
+        assert_eq!(log["authz_reason"], "token_valid");
+        assert_eq!(log["authz_issuer"], "issuer-a");
+    }
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_never_reach_upstream() {
+    let stack = Stack::start("spoofing").await;
+    let token = stack.b.token("bob", AUD);
+    let spoofed = [("x-auth-subject", "admin"), ("x-auth-issuer", "issuer-a")];
+    for protocol in BOTH {
+        // With a valid token: overwritten by the verified identity.
+        let mut headers = spoofed.to_vec();
+        let bearer = Stack::bearer(&token);
+        headers.push(("authorization", &bearer));
+        let reply = stack.get(protocol, "/orders", &headers).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let upstream = reply.upstream.expect("reached upstream");
+        assert_eq!(upstream.values("x-auth-subject"), ["bob"]);
+        assert_eq!(upstream.values("x-auth-issuer"), ["issuer-b"]);
+
+        // Anonymous on a public route: removed.
+        let reply = stack.get(protocol, "/public/page", &spoofed).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let upstream = reply.upstream.expect("reached upstream");
+        assert!(upstream.values("x-auth-subject").is_empty(), "{upstream:?}");
+        assert!(upstream.values("x-auth-issuer").is_empty(), "{upstream:?}");
+
+        // Without a token on a protected route: nothing reaches the upstream at all.
+        let reply = stack.get(protocol, "/orders", &spoofed).await;
+        assert_eq!(reply.status, 401);
+        assert!(reply.upstream.is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_missing_token_gets_401_with_a_challenge_without_error_code() {
+    let stack = Stack::start("missing").await;
+    for protocol in BOTH {
+        let reply = stack.get(protocol, "/orders", &[]).await;
+        assert_eq!(reply.status, 401);
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some("Bearer realm=\"orders\"")
+        );
+        assert!(reply.upstream.is_none());
+        let body: Value = serde_json::from_str(&reply.body).expect("JSON body");
+        assert_eq!(body["status"], 401);
+        assert_eq!(
+            stack.access_log(&reply).await["authz_reason"],
+            "token_missing"
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_tokens_get_401_invalid_token_and_the_reason_reaches_envoy() {
+    let stack = Stack::start("invalid").await;
+    let a = &stack.a;
+    let mut expired = a.claims("alice", AUD);
+    expired.insert("iat".into(), json!(common::now() - 3600));
+    expired.insert("nbf".into(), json!(common::now() - 3600));
+    expired.insert("exp".into(), json!(common::now() - 600));
+    let valid = a.token("alice", AUD);
+    let bad_signature = {
+        let (signed, _) = valid.rsplit_once('.').expect("three parts");
+        let other = a.token("mallory", AUD);
+        let (_, signature) = other.rsplit_once('.').expect("three parts");
+        format!("{signed}.{signature}")
+    };
+    let unknown_issuer =
+        TestIssuer::rs256("https://evil.example.com/", "a-key-1").token("alice", AUD);
+    let cases = [
+        ("token_expired", a.sign(&expired, json!({}))),
+        ("signature_invalid", bad_signature),
+        ("audience_mismatch", a.token("alice", "another-api")),
+        ("issuer_unknown", unknown_issuer),
+    ];
+    for protocol in BOTH {
+        for (reason, token) in &cases {
+            let reply = stack
+                .get(
+                    protocol,
+                    "/orders",
+                    &[("authorization", &Stack::bearer(token))],
+                )
+                .await;
+            assert_eq!(reply.status, 401, "{reason} over {protocol:?}");
+            let challenge = reply.header("www-authenticate").unwrap_or_default();
+            assert!(
+                challenge.starts_with(
+                    "Bearer realm=\"orders\", error=\"invalid_token\", error_description=\""
+                ),
+                "{reason}: {challenge}"
+            );
+            assert!(reply.upstream.is_none(), "{reason} reached upstream");
+            let log = stack.access_log(&reply).await;
+            assert_eq!(log["authz_reason"], *reason);
+            assert_eq!(log["authz_decision"], "deny");
+            assert_eq!(log["status"], 401);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_route_with_ext_authz_disabled_is_not_checked() {
+    let stack = Stack::start("disabled").await;
+    for protocol in BOTH {
+        let reply = stack.get(protocol, "/healthz", &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(reply.upstream.is_some());
+        let log = stack.access_log(&reply).await;
+        // No check ran, so fedauthz wrote no metadata.
+        assert_eq!(log["authz_decision"], Value::Null, "{log}");
+    }
+}
+
+#[tokio::test]
+async fn context_extensions_select_the_route_rules() {
+    let stack = Stack::start("routes").await;
+    let a_token = Stack::bearer(&stack.a.token("alice", AUD));
+    let b_token = Stack::bearer(&stack.b.token("bob", AUD));
+    for protocol in BOTH {
+        // /admin (api: admin) accepts issuer-a only.
+        let reply = stack
+            .get(protocol, "/admin/users", &[("authorization", &a_token)])
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let reply = stack
+            .get(protocol, "/admin/users", &[("authorization", &b_token)])
+            .await;
+        assert_eq!(reply.status, 403);
+        assert!(reply.upstream.is_none());
+        assert!(
+            reply
+                .header("www-authenticate")
+                .is_some_and(|c| c.contains("error=\"insufficient_scope\"")),
+            "{:?}",
+            reply.headers
+        );
+        assert_eq!(
+            stack.access_log(&reply).await["authz_reason"],
+            "requirement_not_met"
+        );
+        // /orders (api: orders) accepts both issuers.
+        let reply = stack
+            .get(protocol, "/orders", &[("authorization", &b_token)])
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn duplicate_and_very_large_headers() {
+    let stack = Stack::start("headers").await;
+    let token = Stack::bearer(&stack.a.token("alice", AUD));
+    let other = Stack::bearer(&stack.b.token("bob", AUD));
+    let large = "x".repeat(40 * 1024);
+    for protocol in BOTH {
+        // Two credentials: refused as ambiguous, never "the first one wins".
+        let reply = stack
+            .get(
+                protocol,
+                "/orders",
+                &[("authorization", &token), ("authorization", &other)],
+            )
+            .await;
+        assert_eq!(reply.status, 400, "{protocol:?}: {}", reply.body);
+        assert!(
+            reply
+                .header("www-authenticate")
+                .is_some_and(|c| c.contains("error=\"invalid_request\""))
+        );
+        assert_eq!(
+            stack.access_log(&reply).await["authz_reason"],
+            "credential_ambiguous"
+        );
+
+        // A repeated ordinary header passes through untouched.
+        let reply = stack
+            .get(
+                protocol,
+                "/orders",
+                &[
+                    ("authorization", &token),
+                    ("x-tag", "one"),
+                    ("x-tag", "two"),
+                ],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let upstream = reply.upstream.expect("reached upstream");
+        let tags = upstream.values("x-tag").join(",");
+        assert!(tags == "one,two" || tags == "one, two", "{tags}");
+
+        // A 40 KiB unrelated header next to a valid token.
+        let reply = stack
+            .get(
+                protocol,
+                "/orders",
+                &[("authorization", &token), ("x-large", &large)],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(
+            reply.upstream.expect("reached upstream").values("x-large"),
+            [large.as_str()]
+        );
+
+        // A token over the 8 KiB cap.
+        let mut claims = stack.a.claims("alice", AUD);
+        claims.insert("padding".into(), json!("p".repeat(9 * 1024)));
+        let huge = Stack::bearer(&stack.a.sign(&claims, json!({})));
+        let reply = stack
+            .get(protocol, "/orders", &[("authorization", &huge)])
+            .await;
+        assert_eq!(reply.status, 401);
+        assert_eq!(
+            stack.access_log(&reply).await["authz_reason"],
+            "token_too_large"
+        );
+    }
+}
+
+#[tokio::test]
+async fn envoy_fails_closed_while_fedauthz_is_down_and_recovers() {
+    let mut stack = Stack::start("fail-closed").await;
+    let token = Stack::bearer(&stack.a.token("alice", AUD));
+    let reply = stack
+        .get(Protocol::Http1, "/orders", &[("authorization", &token)])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    stack.stop_fedauthz();
+    for protocol in BOTH {
+        let reply = stack
+            .get(protocol, "/orders", &[("authorization", &token)])
+            .await;
+        assert_eq!(
+            reply.status, 403,
+            "failure_mode_allow=false: {}",
+            reply.body
+        );
+        assert!(
+            reply.upstream.is_none(),
+            "nothing passes while fedauthz is down"
+        );
+    }
+
+    stack.restart_fedauthz().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = stack
+            .get(Protocol::Http1, "/orders", &[("authorization", &token)])
+            .await;
+        if reply.status == 200 {
+            assert!(reply.upstream.is_some());
+            break;
+        }
+        assert_eq!(reply.status, 403, "{}", reply.body);
+        assert!(Instant::now() < deadline, "Envoy did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = stack.get(Protocol::Http2, "/orders", &[]).await;
+    assert_eq!(reply.status, 401, "checks run again after recovery");
+}
+
+#[test]
+fn every_shipped_envoy_config_validates() {
+    let envoy = envoy_binary();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/envoy");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("deploy/envoy") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let output = Command::new(&envoy)
+            .args(["--mode", "validate", "-l", "error", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run envoy --mode validate");
+        assert!(
+            output.status.success(),
+            "{} does not validate:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "no Envoy configs found in {}", dir.display());
+}
