@@ -422,6 +422,60 @@ async fn context_extensions_select_the_route_and_its_issuers() {
 }
 
 #[tokio::test]
+async fn an_hmac_issuer_verifies_with_its_configured_secret_and_kid() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+    let secret = [7_u8; 32];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("secret");
+    std::fs::write(&file, STANDARD.encode(secret)).expect("write secret");
+    let yaml = format!(
+        "issuers:\n  - id: auth0\n    issuer: https://tenant.auth0.example/\n    hmac_secret: {{ file: \"{}\", kid: hs-1 }}\n    algorithms: [HS256]\n    audiences: [orders]\n",
+        file.display()
+    );
+    let server = RunningServer::start(&yaml).await;
+    server.wait_ready(200, Duration::from_secs(10)).await;
+    let mut client = server.client().await;
+
+    let now = common::now();
+    let sign = |header: serde_json::Value| {
+        let claims = json!({"iss": "https://tenant.auth0.example/", "sub": "m2m", "aud": "orders",
+            "iat": now, "exp": now + 60});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let key = openssl::pkey::PKey::hmac(&secret).expect("hmac key");
+        let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key)
+            .expect("signer");
+        signer.update(input.as_bytes()).expect("update");
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(signer.sign_to_vec().expect("sign"))
+        )
+    };
+    for (header, expected) in [
+        (json!({"alg": "HS256", "kid": "hs-1"}), "token_valid"),
+        // The issuer has exactly one key, so a token without kid may use it.
+        (json!({"alg": "HS256"}), "token_valid"),
+        (json!({"alg": "HS256", "kid": "hs-2"}), "key_unknown"),
+        (
+            json!({"alg": "HS384", "kid": "hs-1"}),
+            "algorithm_not_allowed",
+        ),
+    ] {
+        let response = client
+            .check(bearer(&sign(header.clone())))
+            .await
+            .expect("rpc")
+            .into_inner();
+        assert_eq!(reason(&response), expected, "{header}");
+    }
+}
+
+#[tokio::test]
 async fn keys_of_two_issuers_never_cross() {
     let t = two_issuers().await;
     let server = RunningServer::start(&t.yaml).await;

@@ -253,6 +253,10 @@ pub struct SecretSource {
     /// How the text encodes the secret bytes.
     #[serde(default)]
     pub encoding: SecretEncoding,
+    /// The `kid` tokens signed with this secret carry. Without it, only tokens without `kid`
+    /// are verified with the secret (and only when it is the issuer's one key).
+    #[serde(default)]
+    pub kid: Option<String>,
 }
 
 /// Encoding of a secret's text.

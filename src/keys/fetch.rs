@@ -111,7 +111,7 @@ fn prepare_issuer(issuer: &IssuerConfig, at: &str) -> Result<PreparedKeys, Field
         Some(secret) => {
             let bytes = read_secret(secret)
                 .map_err(|why| FieldError::new(format!("{at}.hmac_secret"), why))?;
-            let key = TrustedKey::hmac(&bytes, None, &issuer.algorithms)
+            let key = TrustedKey::hmac(&bytes, secret.kid.clone(), &issuer.algorithms)
                 .map_err(|why| FieldError::new(format!("{at}.hmac_secret"), why.to_string()))?;
             Some(Arc::new(key))
         }
