@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use fedauthz::config::{self, Config};
 use fedauthz::dev::{self, DevKey, DevTokenRequest};
-use fedauthz::keys::fetch;
+use fedauthz::keys::source;
 use fedauthz::server::{ServeOptions, Server, shutdown_signal};
 use fedauthz::service::unix_now;
 
@@ -243,7 +243,7 @@ fn print_dev_banner(server: &Server, key: &DevKey) {
 
 fn check_config(file: &Path) -> Result<(), String> {
     let config: Config = config::load_file(file).map_err(|err| err.to_string())?;
-    fetch::prepare(&config).map_err(|errors| {
+    source::prepare(&config).map_err(|errors| {
         config::ConfigError::Invalid {
             file: file.display().to_string(),
             errors,

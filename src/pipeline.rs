@@ -13,10 +13,12 @@ use crate::authz::{Authentication, Authorizer, Decision, RequestFacts, Verdict};
 use crate::config::{Config, FieldError, IssuerConfig, TokenLocation};
 use crate::extract::{Extractor, HeaderLookup, LocationSet};
 use crate::keys::KeyStore;
-use crate::keys::fetch::{self, KeySources};
+use crate::keys::source::{self, KeySources};
 use crate::proto::auth::CheckResponse;
 use crate::response::Responder;
-use crate::verify::{AudienceRule, ClaimRules, Issuer, IssuerRegistry, normalize_type};
+use crate::verify::{
+    AudienceRule, ClaimRules, Issuer, IssuerRegistry, KeyMiss, Tenancy, normalize_type,
+};
 
 /// The phases, compiled from one configuration.
 #[derive(Debug)]
@@ -36,6 +38,8 @@ pub struct Checked {
     pub decision: Decision,
     /// The route that decided (`None`: no route matched, or authentication failed first).
     pub route: Option<Arc<str>>,
+    /// The token named a kid its issuer's keys lack: a key refresh may change the answer.
+    pub key_miss: Option<KeyMiss>,
 }
 
 impl Pipeline {
@@ -64,6 +68,8 @@ impl Pipeline {
                 keys: store,
                 rules: claim_rules(issuer),
                 locations: accepted,
+                tenancy: Tenancy::new(&issuer.issuer, &issuer.tenants, issuer.any_tenant),
+                accept_padded: issuer.accept_padded_tokens,
             }));
         }
         Self {
@@ -81,6 +87,7 @@ impl Pipeline {
         facts: &RequestFacts<'_>,
         now: i64,
     ) -> Checked {
+        let mut key_miss = None;
         let (authentication, credential_header) = match self.extractor.extract(headers) {
             Err(rejection) => (Authentication::Failed(rejection), None),
             Ok(None) => (Authentication::Missing, None),
@@ -91,7 +98,10 @@ impl Pipeline {
                         .verify(&credential.token, credential.locations, now)
                     {
                         Ok(token) => Authentication::Verified(token),
-                        Err(rejection) => Authentication::Failed(rejection),
+                        Err(failure) => {
+                            key_miss = failure.key_miss;
+                            Authentication::Failed(failure.rejection)
+                        }
                     };
                 (outcome, credential.header)
             }
@@ -104,6 +114,7 @@ impl Pipeline {
             response,
             decision,
             route,
+            key_miss,
         }
     }
 
@@ -161,7 +172,7 @@ impl Generation {
         previous: Option<&Generation>,
         keys_changed: &Arc<Notify>,
     ) -> Result<Self, Vec<FieldError>> {
-        let prepared = fetch::prepare(&config)?;
+        let prepared = source::prepare(&config)?;
         let keys = KeySources::start(prepared, previous.map(|g| &g.keys), keys_changed);
         let pipeline = Pipeline::new(&config, &keys);
         Ok(Self {

@@ -259,6 +259,18 @@ impl Reloader {
         Ok(())
     }
 
+    /// The key counters of every issuer of the running configuration, by issuer id (the hook
+    /// metrics export).
+    pub fn key_stats(&self) -> Vec<(String, crate::keys::KeyStatsSnapshot)> {
+        self.current
+            .load()
+            .keys
+            .stores()
+            .into_iter()
+            .map(|(id, store)| (id.to_owned(), store.stats().snapshot()))
+            .collect()
+    }
+
     /// Reads `path` and applies it; logs the outcome. Returns whether it was applied.
     pub fn reload_file(&self, path: &std::path::Path) -> bool {
         let file = path.display().to_string();

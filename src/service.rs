@@ -83,20 +83,46 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Runs `request` through `pipeline` at `now`, logging the decision (never the token).
+/// Runs `request` through `pipeline` at `now`, logging the decision (never the token). Does not
+/// wait for key refreshes: a token naming an unknown kid is denied at once (see
+/// [`check_refreshing`]).
 pub fn check(pipeline: &Pipeline, request: &CheckRequest, now: i64) -> CheckResponse {
     let headers = RequestHeaders::of(request);
-    let facts = RequestFacts {
+    let checked = pipeline.check(&headers, &facts(request), now);
+    finish(checked, &headers)
+}
+
+/// Like [`check`], but when the token names a kid its issuer's keys lack, asks the issuer's
+/// key store for a refresh (single-flight, rate-limited, bounded wait) and checks once more.
+pub async fn check_refreshing(pipeline: &Pipeline, request: &CheckRequest) -> CheckResponse {
+    let headers = RequestHeaders::of(request);
+    let facts = facts(request);
+    let mut checked = pipeline.check(&headers, &facts, unix_now());
+    if let Some(miss) = checked.key_miss.take()
+        && miss.store.refresh_for_kid(&miss.kid).await
+    {
+        checked = pipeline.check(&headers, &facts, unix_now());
+    }
+    finish(checked, &headers)
+}
+
+fn facts(request: &CheckRequest) -> RequestFacts<'_> {
+    RequestFacts {
         context_extensions: request
             .attributes
             .as_ref()
             .map(|attributes| &attributes.context_extensions),
-    };
+    }
+}
+
+/// Logs the decision and hands back the response.
+fn finish(checked: Checked, headers: &RequestHeaders<'_>) -> CheckResponse {
     let Checked {
         response,
         decision,
         route,
-    } = pipeline.check(&headers, &facts, now);
+        ..
+    } = checked;
     let route = route.as_deref().unwrap_or("-");
     let request_id = headers.header("x-request-id");
     let request_id = request_id.as_deref().unwrap_or("-");
@@ -136,11 +162,11 @@ impl Authorization for CheckService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let generation = self.current.load();
-        Ok(Response::new(check(
-            &generation.pipeline,
-            request.get_ref(),
-            unix_now(),
-        )))
+        // A full Arc: the check may wait for a key refresh, and a reload meanwhile must not
+        // pull the configuration from under it.
+        let generation = self.current.load_full();
+        Ok(Response::new(
+            check_refreshing(&generation.pipeline, request.get_ref()).await,
+        ))
     }
 }

@@ -28,7 +28,7 @@ fn every_example_config_passes_check_config() {
         }
         let config = fedauthz::config::load_file(&path)
             .unwrap_or_else(|err| panic!("{} is refused:\n{err}", path.display()));
-        if let Err(errors) = fedauthz::keys::fetch::prepare(&config) {
+        if let Err(errors) = fedauthz::keys::source::prepare(&config) {
             panic!("{}: {errors:?}", path.display());
         }
         checked += 1;

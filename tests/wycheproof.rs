@@ -4,7 +4,7 @@
 //! is read at run time from `../shared/vectors/wycheproof/` (beside the crate; never copied into
 //! it) and driven through the same three steps a request goes through in production:
 //!
-//! 1. **Keys**, built the way configuration builds them (`keys::fetch::prepare_issuer`):
+//! 1. **Keys**, built the way configuration builds them (`keys::source::prepare_issuer`):
 //!    * the group's `public` key material is used; a group without `public` is a symmetric
 //!      group, and its `private` `oct` keys are the shared secrets;
 //!    * material that holds any asymmetric key is a published JWK Set (`keys.jwks`,
@@ -337,7 +337,7 @@ fn verify(keys: &Result<KeySet, String>, jws: &str) -> Outcome {
         Err(err) => return Outcome::Rejected(format_rejection(err).to_string()),
     };
     match verify_signature(keys, &parsed) {
-        Ok(()) => Outcome::Accepted,
+        Ok(_) => Outcome::Accepted,
         Err(rejection) => Outcome::Rejected(rejection.to_string()),
     }
 }

@@ -17,6 +17,11 @@ impl HumanDuration {
         Self(Duration::from_secs(secs))
     }
 
+    /// A whole number of milliseconds.
+    pub const fn from_millis(millis: u64) -> Self {
+        Self(Duration::from_millis(millis))
+    }
+
     /// The duration.
     pub const fn get(self) -> Duration {
         self.0

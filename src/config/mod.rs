@@ -141,8 +141,20 @@ impl Default for IdentityHeaders {
 pub struct IssuerConfig {
     /// Short stable name used in headers, metadata, logs and metrics (`[a-z0-9_-]`, ≤ 64).
     pub id: String,
-    /// The exact `iss` value, compared byte for byte (trailing slashes matter).
+    /// The exact `iss` value, compared byte for byte (trailing slashes matter). May contain
+    /// `{tenantid}` once (multi-tenant Entra ID): then `tenants` or `any_tenant` says which
+    /// tenants are accepted, and a token's `tid` must equal the tenant in its `iss`.
     pub issuer: String,
+    /// Accepted tenants of a `{tenantid}` issuer.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Accept every tenant of a `{tenantid}` issuer (instead of listing `tenants`).
+    #[serde(default)]
+    pub any_tenant: bool,
+    /// Accept base64url segments with `=` padding (AWS ALB signs its tokens that way). The
+    /// signature still covers the token bytes exactly as received.
+    #[serde(default)]
+    pub accept_padded_tokens: bool,
     /// Where the issuer's public keys come from.
     #[serde(default)]
     pub keys: Option<KeySource>,
@@ -218,26 +230,116 @@ pub struct Requirement {
     pub issuers: Vec<String>,
 }
 
-/// Where an issuer's public keys come from. Exactly one of `jwks_uri`, `jwks_file`, `jwks`.
+/// Where an issuer's public keys come from, and how they are kept fresh. Exactly one source:
+/// `discovery`/`discovery_url`, `jwks_uri`, `jwks_file`, `jwks`, `pem_map_uri`,
+/// `pem_uri_template`, `spiffe_bundle_uri` or `spiffe_bundle_file`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeySource {
-    /// HTTPS URL of a JWK Set, fetched at start and refreshed periodically.
+    /// OIDC discovery at `{issuer}/.well-known/openid-configuration`: the document's `issuer`
+    /// must equal this issuer's, and its `jwks_uri` is used.
+    #[serde(default)]
+    pub discovery: bool,
+    /// OIDC discovery at an explicit URL (same checks as `discovery`).
+    #[serde(default)]
+    pub discovery_url: Option<String>,
+    /// URL of a JWK Set.
     #[serde(default)]
     pub jwks_uri: Option<String>,
-    /// Path of a local JWK Set file.
+    /// Path of a local JWK Set file, re-read when it changes (mounted Secrets, ConfigMaps).
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
     /// An inline JWK Set (`{"keys": [...]}`).
     #[serde(default)]
     #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub jwks: Option<serde_json::Value>,
-    /// PEM bundle of CA certificates trusted for `jwks_uri` instead of the system roots.
+    /// URL of a JSON object mapping kid to a PEM public key or X.509 certificate (Google
+    /// `oauth2/v1/certs`, IAP `verify/public_key`).
+    #[serde(default)]
+    pub pem_map_uri: Option<String>,
+    /// URL template with `{kid}` serving one PEM public key per kid, fetched when a kid is first
+    /// seen (AWS ALB: `https://public-keys.auth.elb.REGION.amazonaws.com/{kid}`). Only kids
+    /// that look like a UUID are ever put into the URL.
+    #[serde(default)]
+    pub pem_uri_template: Option<String>,
+    /// URL of a SPIFFE trust bundle (JWT authorities are its `use: jwt-svid` keys).
+    #[serde(default)]
+    pub spiffe_bundle_uri: Option<String>,
+    /// Path of a SPIFFE trust bundle file, re-read when it changes.
+    #[serde(default)]
+    pub spiffe_bundle_file: Option<PathBuf>,
+    /// PEM bundle of CA certificates trusted for this issuer's URLs instead of the system roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// How often a fetched JWK Set is refreshed.
+    /// Allow plain `http://` URLs. For tests and loopback only: keys fetched without TLS can be
+    /// replaced by anyone on the path.
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// Refresh period of a fetched key set when the server sends no `Cache-Control: max-age`
+    /// or `Expires`.
     #[serde(default = "default_refresh_interval")]
     pub refresh_interval: HumanDuration,
+    /// Shortest refresh period, whatever the server's caching headers say (`no-cache` included).
+    #[serde(default = "default_min_refresh")]
+    pub min_refresh: HumanDuration,
+    /// Longest refresh period, whatever the server's caching headers say.
+    #[serde(default = "default_max_refresh")]
+    pub max_refresh: HumanDuration,
+    /// At most one refresh per this interval is triggered by tokens naming an unknown `kid`.
+    #[serde(default = "default_unknown_kid_interval")]
+    pub unknown_kid_interval: HumanDuration,
+    /// How long a check naming an unknown `kid` waits for the refresh it triggered.
+    #[serde(default = "default_unknown_kid_wait")]
+    pub unknown_kid_wait: HumanDuration,
+    /// How long the last good keys keep serving while refreshes fail; after that the issuer's
+    /// tokens are denied (`keys_unavailable`) until a fetch succeeds.
+    #[serde(default = "default_max_staleness")]
+    pub max_staleness: HumanDuration,
+    /// TCP/TLS connect timeout of a fetch.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Total timeout of a fetch.
+    #[serde(default = "default_fetch_timeout")]
+    pub timeout: HumanDuration,
+    /// Largest accepted response body, in bytes.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// How often key files are checked for changes.
+    #[serde(default = "default_file_check_interval")]
+    pub file_check_interval: HumanDuration,
+    /// Readiness waits for this issuer's keys. Set false for issuers that may load later: until
+    /// they do, their tokens are denied with `keys_unavailable`.
+    #[serde(default = "default_true")]
+    pub required: bool,
+}
+
+impl Default for KeySource {
+    fn default() -> Self {
+        Self {
+            discovery: false,
+            discovery_url: None,
+            jwks_uri: None,
+            jwks_file: None,
+            jwks: None,
+            pem_map_uri: None,
+            pem_uri_template: None,
+            spiffe_bundle_uri: None,
+            spiffe_bundle_file: None,
+            ca_file: None,
+            insecure_http: false,
+            refresh_interval: default_refresh_interval(),
+            min_refresh: default_min_refresh(),
+            max_refresh: default_max_refresh(),
+            unknown_kid_interval: default_unknown_kid_interval(),
+            unknown_kid_wait: default_unknown_kid_wait(),
+            max_staleness: default_max_staleness(),
+            connect_timeout: default_connect_timeout(),
+            timeout: default_fetch_timeout(),
+            max_bytes: default_max_bytes(),
+            file_check_interval: default_file_check_interval(),
+            required: true,
+        }
+    }
 }
 
 /// A secret read from the environment or a file. Exactly one of `env` and `file`.
@@ -353,7 +455,36 @@ fn default_max_lifetime() -> HumanDuration {
     HumanDuration::from_secs(24 * 3600)
 }
 fn default_refresh_interval() -> HumanDuration {
-    HumanDuration::from_secs(600)
+    HumanDuration::from_secs(3600)
+}
+fn default_min_refresh() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+fn default_max_refresh() -> HumanDuration {
+    HumanDuration::from_secs(24 * 3600)
+}
+fn default_unknown_kid_interval() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_unknown_kid_wait() -> HumanDuration {
+    HumanDuration::from_millis(200)
+}
+fn default_max_staleness() -> HumanDuration {
+    HumanDuration::from_secs(72 * 3600)
+}
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+fn default_fetch_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+/// Default cap on a fetched key document.
+pub const DEFAULT_MAX_KEY_DOCUMENT_BYTES: usize = 1024 * 1024;
+fn default_max_bytes() -> usize {
+    DEFAULT_MAX_KEY_DOCUMENT_BYTES
+}
+fn default_file_check_interval() -> HumanDuration {
+    HumanDuration::from_secs(5)
 }
 fn default_token_locations() -> Vec<TokenLocation> {
     vec![TokenLocation::bearer()]

@@ -8,7 +8,10 @@ use super::{Config, FieldError, IssuerConfig, KeySource, SecretSource, TokenLoca
 use crate::extract::MAX_LOCATIONS;
 
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
-const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// Floor of every key refresh and timeout period.
+const MIN_KEY_PERIOD: Duration = Duration::from_secs(1);
+const MAX_UNKNOWN_KID_WAIT: Duration = Duration::from_secs(5);
+const KEY_DOCUMENT_BYTES: std::ops::RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
 const TOKEN_BYTES_RANGE: std::ops::RangeInclusive<usize> = 512..=65536;
 
 /// All rule violations in `config`; empty when it is valid.
@@ -239,6 +242,7 @@ fn check_issuer(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
             errors.push(format!("{at}.token_types[{i}]"), "must not be empty");
         }
     }
+    check_tenants(issuer, at, errors);
     check_locations(
         &issuer.token_locations,
         &format!("{at}.token_locations"),
@@ -251,9 +255,9 @@ fn check_keys(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
     match (&issuer.keys, &issuer.hmac_secret) {
         (None, None) => errors.push(
             format!("{at}.keys"),
-            "is required (jwks_uri, jwks_file or jwks), unless hmac_secret is set",
+            "is required (discovery, jwks_uri, jwks_file, jwks, …), unless hmac_secret is set",
         ),
-        (Some(keys), _) => check_key_source(keys, &format!("{at}.keys"), errors),
+        (Some(keys), _) => check_key_source(keys, &issuer.issuer, &format!("{at}.keys"), errors),
         (None, Some(_)) => {}
     }
     match &issuer.hmac_secret {
@@ -274,35 +278,114 @@ fn check_keys(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
     }
 }
 
-fn check_key_source(keys: &KeySource, at: &str, errors: &mut Errors) {
-    let sources = [
-        keys.jwks_uri.is_some(),
-        keys.jwks_file.is_some(),
-        keys.jwks.is_some(),
-    ];
-    if sources.iter().filter(|set| **set).count() != 1 {
+/// The URL-valued key source fields, with their names.
+fn key_urls(keys: &KeySource) -> [(&'static str, Option<&str>); 5] {
+    [
+        ("discovery_url", keys.discovery_url.as_deref()),
+        ("jwks_uri", keys.jwks_uri.as_deref()),
+        ("pem_map_uri", keys.pem_map_uri.as_deref()),
+        ("pem_uri_template", keys.pem_uri_template.as_deref()),
+        ("spiffe_bundle_uri", keys.spiffe_bundle_uri.as_deref()),
+    ]
+}
+
+fn check_key_source(keys: &KeySource, issuer: &str, at: &str, errors: &mut Errors) {
+    let urls = key_urls(keys);
+    let sources = urls.iter().filter(|(_, url)| url.is_some()).count()
+        + usize::from(keys.discovery)
+        + usize::from(keys.jwks_file.is_some())
+        + usize::from(keys.jwks.is_some())
+        + usize::from(keys.spiffe_bundle_file.is_some());
+    if sources != 1 {
         errors.push(
             at.to_owned(),
-            "set exactly one of jwks_uri, jwks_file or jwks",
+            "set exactly one of discovery, discovery_url, jwks_uri, jwks_file, jwks, pem_map_uri, \
+             pem_uri_template, spiffe_bundle_uri or spiffe_bundle_file",
         );
     }
-    if let Some(uri) = &keys.jwks_uri {
-        match reqwest::Url::parse(uri) {
-            Ok(url) if url.scheme() == "https" && url.host().is_some() => {}
+    let scheme_ok = |url: &reqwest::Url| {
+        url.scheme() == "https" || (keys.insecure_http && url.scheme() == "http")
+    };
+    for (field, url) in urls {
+        let Some(text) = url else { continue };
+        // The template's `{kid}` is not valid in a URL as written; check it with a stand-in.
+        let parsed = reqwest::Url::parse(&text.replace("{kid}", "kid"));
+        match parsed {
+            Ok(url) if scheme_ok(&url) && url.host().is_some() => {}
             Ok(_) => errors.push(
-                format!("{at}.jwks_uri"),
-                format!("must be an https:// URL (got {uri:?})"),
+                format!("{at}.{field}"),
+                format!("must be an https:// URL (http:// only with insecure_http) (got {text:?})"),
             ),
-            Err(err) => errors.push(format!("{at}.jwks_uri"), format!("is not a URL: {err}")),
+            Err(err) => errors.push(format!("{at}.{field}"), format!("is not a URL: {err}")),
         }
     }
-    if keys.ca_file.is_some() && keys.jwks_uri.is_none() {
-        errors.push(format!("{at}.ca_file"), "is only used with jwks_uri");
+    if keys.discovery {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        match reqwest::Url::parse(&url) {
+            Ok(url) if scheme_ok(&url) && !issuer.contains("{tenantid}") => {}
+            _ => errors.push(
+                format!("{at}.discovery"),
+                "needs an https:// issuer without {tenantid}; use discovery_url instead",
+            ),
+        }
     }
-    if keys.refresh_interval.get() < MIN_REFRESH_INTERVAL {
+    if let Some(template) = &keys.pem_uri_template
+        && template.matches("{kid}").count() != 1
+    {
         errors.push(
-            format!("{at}.refresh_interval"),
-            format!("must be at least 10s (got {})", keys.refresh_interval),
+            format!("{at}.pem_uri_template"),
+            "must contain {kid} exactly once",
+        );
+    }
+    let remote = urls.iter().any(|(_, url)| url.is_some()) || keys.discovery;
+    if keys.ca_file.is_some() && !remote {
+        errors.push(format!("{at}.ca_file"), "is only used with URL key sources");
+    }
+    let durations = [
+        ("refresh_interval", keys.refresh_interval),
+        ("min_refresh", keys.min_refresh),
+        ("max_refresh", keys.max_refresh),
+        ("unknown_kid_interval", keys.unknown_kid_interval),
+        ("max_staleness", keys.max_staleness),
+        ("connect_timeout", keys.connect_timeout),
+        ("timeout", keys.timeout),
+        ("file_check_interval", keys.file_check_interval),
+    ];
+    for (field, value) in durations {
+        if value.get() < MIN_KEY_PERIOD {
+            errors.push(
+                format!("{at}.{field}"),
+                format!("must be at least 1s (got {value})"),
+            );
+        }
+    }
+    if keys.min_refresh > keys.max_refresh {
+        errors.push(
+            format!("{at}.min_refresh"),
+            format!("must not exceed max_refresh ({})", keys.max_refresh),
+        );
+    }
+    if keys.unknown_kid_wait.get() > MAX_UNKNOWN_KID_WAIT {
+        errors.push(
+            format!("{at}.unknown_kid_wait"),
+            format!(
+                "must be at most 5s: a check holds its request while it waits (got {})",
+                keys.unknown_kid_wait
+            ),
+        );
+    }
+    if !KEY_DOCUMENT_BYTES.contains(&keys.max_bytes) {
+        errors.push(
+            format!("{at}.max_bytes"),
+            format!(
+                "must be between {} and {} (got {})",
+                KEY_DOCUMENT_BYTES.start(),
+                KEY_DOCUMENT_BYTES.end(),
+                keys.max_bytes
+            ),
         );
     }
     if let Some(jwks) = &keys.jwks
@@ -311,6 +394,42 @@ fn check_key_source(keys: &KeySource, at: &str, errors: &mut Errors) {
         errors.push(
             format!("{at}.jwks"),
             "must be a JWK Set object ({\"keys\": [...]})",
+        );
+    }
+}
+
+fn check_tenants(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
+    let placeholders = issuer.issuer.matches("{tenantid}").count();
+    if placeholders > 1 {
+        errors.push(
+            format!("{at}.issuer"),
+            "may contain {tenantid} at most once",
+        );
+    }
+    if placeholders == 1 {
+        match (issuer.tenants.is_empty(), issuer.any_tenant) {
+            (true, false) => errors.push(
+                format!("{at}.tenants"),
+                "must list the accepted tenants of a {tenantid} issuer (or set any_tenant: true)",
+            ),
+            (false, true) => errors.push(
+                format!("{at}.any_tenant"),
+                "cannot be combined with tenants",
+            ),
+            _ => {}
+        }
+        for (i, tenant) in issuer.tenants.iter().enumerate() {
+            if tenant.is_empty() || tenant.contains(['/', '{', '}']) {
+                errors.push(
+                    format!("{at}.tenants[{i}]"),
+                    "must be a tenant id (no '/', '{' or '}')",
+                );
+            }
+        }
+    } else if !issuer.tenants.is_empty() || issuer.any_tenant {
+        errors.push(
+            format!("{at}.tenants"),
+            "only applies to an issuer containing {tenantid}",
         );
     }
 }
@@ -460,6 +579,45 @@ issuers:
         assert!(
             errs[0].starts_with("routes: must list at least one route"),
             "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn key_sources_and_tenants_are_checked_with_their_paths() {
+        let issuer = |keys: &str, extra: &str| {
+            format!(
+                "issuers:\n  - id: x\n    issuer: https://login.example.com/{{tenantid}}/v2.0\n    audiences: [a]\n    keys: {{ {keys} }}\n{extra}"
+            )
+        };
+        assert_eq!(
+            errors(&issuer(
+                "discovery_url: 'https://login.example.com/common/v2.0/.well-known/openid-configuration'",
+                "    tenants: [t1]\n"
+            )),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            errors(&issuer(
+                "discovery: true, jwks_uri: 'http://idp/keys', unknown_kid_wait: 10s",
+                ""
+            )),
+            [
+                "issuers[0].keys: set exactly one of discovery, discovery_url, jwks_uri, jwks_file, jwks, pem_map_uri, pem_uri_template, spiffe_bundle_uri or spiffe_bundle_file",
+                "issuers[0].keys.jwks_uri: must be an https:// URL (http:// only with insecure_http) (got \"http://idp/keys\")",
+                "issuers[0].keys.discovery: needs an https:// issuer without {tenantid}; use discovery_url instead",
+                "issuers[0].keys.unknown_kid_wait: must be at most 5s: a check holds its request while it waits (got 10s)",
+                "issuers[0].tenants: must list the accepted tenants of a {tenantid} issuer (or set any_tenant: true)",
+            ]
+        );
+        assert_eq!(
+            errors(&issuer(
+                "pem_uri_template: 'http://keys.example/pem', insecure_http: true, min_refresh: 2h, max_refresh: 1h",
+                "    any_tenant: true\n"
+            )),
+            [
+                "issuers[0].keys.pem_uri_template: must contain {kid} exactly once",
+                "issuers[0].keys.min_refresh: must not exceed max_refresh (1h)",
+            ]
         );
     }
 

@@ -90,6 +90,10 @@ pub struct CompactJws<'a> {
     pub payload: Vec<u8>,
     /// Decoded signature bytes.
     pub signature: Vec<u8>,
+    /// Whether any segment carried `=` padding (AWS ALB sends tokens that way). Verification
+    /// refuses padded tokens unless their issuer explicitly accepts them; the signature always
+    /// covers the segments exactly as received.
+    pub padded: bool,
 }
 
 impl<'a> CompactJws<'a> {
@@ -116,15 +120,16 @@ impl<'a> CompactJws<'a> {
         };
         let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
 
-        let header_bytes = decode_segment("header", header_b64, false)?;
-        let payload = decode_segment("payload", payload_b64, true)?;
-        let signature = decode_segment("signature", signature_b64, false)?;
+        let (header_bytes, header_padded) = decode_segment("header", header_b64, false)?;
+        let (payload, payload_padded) = decode_segment("payload", payload_b64, true)?;
+        let (signature, signature_padded) = decode_segment("signature", signature_b64, false)?;
         let header = parse_header(&header_bytes)?;
         Ok(Self {
             header,
             signing_input,
             payload,
             signature,
+            padded: header_padded || payload_padded || signature_padded,
         })
     }
 
@@ -137,26 +142,40 @@ impl<'a> CompactJws<'a> {
     }
 }
 
+/// Decodes one base64url segment: canonical, unpadded or with exactly the `=` padding its
+/// length needs. Returns the bytes and whether padding was present.
 fn decode_segment(
     part: &'static str,
     text: &str,
     may_be_empty: bool,
-) -> Result<Vec<u8>, FormatError> {
-    if text.is_empty() && !may_be_empty {
+) -> Result<(Vec<u8>, bool), FormatError> {
+    let body = text.trim_end_matches('=');
+    let padding = text.len() - body.len();
+    if body.is_empty() && !may_be_empty {
         return Err(FormatError::EmptySegment(part));
     }
-    if !text
+    if !body
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return Err(FormatError::Alphabet(part));
     }
-    URL_SAFE_NO_PAD
-        .decode(text)
+    if padding > 0 && padding != (4 - body.len() % 4) % 4 {
+        return Err(FormatError::Base64 {
+            part,
+            reason: format!(
+                "{padding} padding characters where the length needs {}",
+                (4 - body.len() % 4) % 4
+            ),
+        });
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(body)
         .map_err(|err| FormatError::Base64 {
             part,
             reason: err.to_string(),
-        })
+        })?;
+    Ok((bytes, padding > 0))
 }
 
 fn parse_header(bytes: &[u8]) -> Result<JoseHeader, FormatError> {
@@ -284,10 +303,9 @@ mod tests {
     #[test]
     fn non_base64url_text_is_refused() {
         let good = token(r#"{"alg":"RS256"}"#, "{}");
+        // (Misplaced `=` padding is covered by padded_segments_are_accepted_exactly_and_flagged.)
         for bad in [
-            good.replacen('.', "=.", 1),
             good.replacen('.', " .", 1),
-            format!("{good}="),
             good.replace('c', "+"),
             format!("{}%3D", good),
             good.replacen('.', "\n.", 1),
@@ -315,6 +333,43 @@ mod tests {
             CompactJws::parse(&t, 1000),
             Err(FormatError::Base64 { .. })
         ));
+    }
+
+    #[test]
+    fn padded_segments_are_accepted_exactly_and_flagged() {
+        use base64::engine::general_purpose::URL_SAFE;
+        // Header and payload lengths that need padding (16 and 17 bytes).
+        let header = URL_SAFE.encode(r#"{"alg":"RS256" }"#);
+        let payload = URL_SAFE.encode(r#"{"sub":"alice"  }"#);
+        assert!(header.ends_with("==") && payload.ends_with('='));
+        let token = format!("{header}.{payload}.c2ln");
+        let jws = CompactJws::parse(&token, 1000).unwrap();
+        assert!(jws.padded);
+        assert_eq!(jws.signing_input, format!("{header}.{payload}").as_bytes());
+        assert_eq!(jws.claims().unwrap()["sub"], "alice");
+        assert!(
+            !CompactJws::parse(
+                &format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64("{}")),
+                1000
+            )
+            .unwrap()
+            .padded
+        );
+
+        let bad = |token: String| CompactJws::parse(&token, 1000).is_err();
+        // Too much or too little padding, padding where none is needed, padding inside.
+        assert!(bad(format!("{header}=.{payload}.c2ln")));
+        assert!(bad(format!(
+            "{}.{payload}.c2ln",
+            header.trim_end_matches('=').to_owned() + "="
+        )));
+        assert!(bad(format!(
+            "{}=.{payload}.c2ln",
+            b64(r#"{"alg":"RS256"}"#)
+        )));
+        assert!(bad(format!("{header}.a=b.c2ln")));
+        assert!(bad(format!("{header}.{payload}.===")));
+        assert!(bad(format!("===.{payload}.c2ln")));
     }
 
     #[test]

@@ -165,6 +165,8 @@ impl fmt::Debug for SignatureVerifier {
 #[derive(Debug)]
 pub struct TrustedKey {
     kid: Option<String>,
+    /// The key's own `issuer` member (Entra ID publishes one, possibly with `{tenantid}`).
+    issuer: Option<String>,
     verifiers: Vec<(Algorithm, SignatureVerifier)>,
 }
 
@@ -194,8 +196,14 @@ impl TrustedKey {
             .into_iter()
             .map(|alg| Ok((alg, SignatureVerifier::Public(public_verifier(alg, &jwk)?))))
             .collect::<Result<Vec<_>, KeyRefusal>>()?;
+        let issuer = match map.get("issuer") {
+            None => None,
+            Some(Value::String(issuer)) => Some(issuer.clone()),
+            Some(_) => return Err(KeyRefusal::Malformed("issuer is not a string".into())),
+        };
         Ok(Self {
             kid: jwk.key_id().map(str::to_owned),
+            issuer,
             verifiers,
         })
     }
@@ -233,12 +241,21 @@ impl TrustedKey {
         if verifiers.is_empty() {
             return Err(KeyRefusal::NoAllowedAlgorithm);
         }
-        Ok(Self { kid, verifiers })
+        Ok(Self {
+            kid,
+            issuer: None,
+            verifiers,
+        })
     }
 
     /// The key's `kid`, if it has one.
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
+    }
+
+    /// The key's own `issuer` member, if the key set gave it one.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
     }
 
     /// The algorithms this key may verify.

@@ -130,6 +130,11 @@ impl KeySet {
         &self.skipped
     }
 
+    /// The usable keys.
+    pub fn keys(&self) -> &[Arc<TrustedKey>] {
+        &self.keys
+    }
+
     /// The `kid`s of the usable keys.
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().filter_map(|key| key.kid())

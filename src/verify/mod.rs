@@ -11,7 +11,7 @@
 
 mod claims;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -20,7 +20,7 @@ pub use claims::{AudienceRule, ClaimRules, ValidClaims, normalize_type};
 
 use crate::extract::LocationSet;
 use crate::jose::{CompactJws, FormatError};
-use crate::keys::{KeySet, KeyStore};
+use crate::keys::{KeySet, KeyStore, TrustedKey};
 use crate::reason::{Reason, Rejection};
 
 /// One trusted issuer, compiled from configuration.
@@ -36,6 +36,98 @@ pub struct Issuer {
     pub rules: ClaimRules,
     /// Where its tokens may arrive.
     pub locations: LocationSet,
+    /// Tenants of a `{tenantid}` issuer.
+    pub tenancy: Tenancy,
+    /// Accept `=`-padded base64url segments (AWS ALB).
+    pub accept_padded: bool,
+}
+
+/// Which tenants a `{tenantid}` issuer accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenancy {
+    /// A plain issuer: `iss` is compared exactly.
+    Single,
+    /// `iss` is `prefix` + tenant + `suffix`.
+    Template {
+        /// Text before `{tenantid}`.
+        prefix: String,
+        /// Text after `{tenantid}`.
+        suffix: String,
+        /// Accepted tenants; `None` accepts any.
+        tenants: Option<HashSet<String>>,
+    },
+}
+
+impl Tenancy {
+    /// From a configured issuer string with at most one `{tenantid}`.
+    pub fn new(issuer: &str, tenants: &[String], any_tenant: bool) -> Self {
+        match issuer.split_once(TENANT_PLACEHOLDER) {
+            None => Self::Single,
+            Some((prefix, suffix)) => Self::Template {
+                prefix: prefix.to_owned(),
+                suffix: suffix.to_owned(),
+                tenants: (!any_tenant).then(|| tenants.iter().cloned().collect()),
+            },
+        }
+    }
+
+    /// The tenant of `iss` under this template, if it fits.
+    fn tenant_of<'a>(&self, iss: &'a str) -> Option<&'a str> {
+        let Self::Template { prefix, suffix, .. } = self else {
+            return None;
+        };
+        let tenant = iss
+            .strip_prefix(prefix.as_str())?
+            .strip_suffix(suffix.as_str())?;
+        let plausible = !tenant.is_empty()
+            && tenant.len() <= 64
+            && tenant
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        plausible.then_some(tenant)
+    }
+
+    fn accepts(&self, tenant: &str) -> bool {
+        match self {
+            Self::Single => false,
+            Self::Template { tenants: None, .. } => true,
+            Self::Template {
+                tenants: Some(tenants),
+                ..
+            } => tenants.contains(tenant),
+        }
+    }
+}
+
+/// The placeholder of multi-tenant issuers (Entra ID writes it this way in its metadata).
+const TENANT_PLACEHOLDER: &str = "{tenantid}";
+
+/// A token whose `kid` the issuer's current keys lack: the caller may ask the issuer's store
+/// for a refresh and check again.
+#[derive(Debug, Clone)]
+pub struct KeyMiss {
+    /// The issuer's key store.
+    pub store: Arc<KeyStore>,
+    /// The unknown kid.
+    pub kid: String,
+}
+
+/// Why verification failed, and whether a key refresh could change that.
+#[derive(Debug)]
+pub struct Failure {
+    /// The rejection.
+    pub rejection: Rejection,
+    /// Set when the token named a kid the issuer's keys lack.
+    pub key_miss: Option<KeyMiss>,
+}
+
+impl From<Rejection> for Failure {
+    fn from(rejection: Rejection) -> Self {
+        Self {
+            rejection,
+            key_miss: None,
+        }
+    }
 }
 
 /// A token that passed every check.
@@ -51,10 +143,11 @@ pub struct VerifiedToken {
     pub claims: Map<String, Value>,
 }
 
-/// Every trusted issuer, looked up by exact `iss`.
+/// Every trusted issuer, looked up by exact `iss`, then by tenant template.
 #[derive(Debug, Default)]
 pub struct IssuerRegistry {
     by_iss: HashMap<String, Arc<Issuer>>,
+    templates: Vec<Arc<Issuer>>,
     ordered: Vec<Arc<Issuer>>,
     max_token_bytes: usize,
 }
@@ -63,12 +156,17 @@ impl IssuerRegistry {
     /// A registry of `issuers` (their `iss` values must be distinct; config validation
     /// guarantees it) accepting tokens up to `max_token_bytes`.
     pub fn new(issuers: Vec<Arc<Issuer>>, max_token_bytes: usize) -> Self {
-        let by_iss = issuers
+        let (templates, plain): (Vec<_>, Vec<_>) = issuers
             .iter()
-            .map(|issuer| (issuer.issuer.clone(), Arc::clone(issuer)))
+            .cloned()
+            .partition(|issuer| issuer.tenancy != Tenancy::Single);
+        let by_iss = plain
+            .into_iter()
+            .map(|issuer| (issuer.issuer.clone(), issuer))
             .collect();
         Self {
             by_iss,
+            templates,
             ordered: issuers,
             max_token_bytes,
         }
@@ -85,38 +183,83 @@ impl IssuerRegistry {
         token: &str,
         locations: LocationSet,
         now: i64,
-    ) -> Result<VerifiedToken, Rejection> {
+    ) -> Result<VerifiedToken, Failure> {
         let jws = CompactJws::parse(token, self.max_token_bytes).map_err(format_rejection)?;
         // The issuer has to be known before a key can be chosen, so `iss` is read from the
         // still-unverified payload; nothing else in it is used until the signature checks out.
         let claims = jws.claims().map_err(format_rejection)?;
-        let issuer = match claims.get("iss") {
-            Some(Value::String(iss)) => self.by_iss.get(iss).ok_or_else(|| {
-                Rejection::new(
-                    Reason::IssuerUnknown,
-                    format!("no issuer is configured for iss {iss:?}"),
-                )
-            })?,
-            Some(_) => return Err(Rejection::new(Reason::ClaimInvalid, "iss is not a string")),
+        let iss = match claims.get("iss") {
+            Some(Value::String(iss)) => iss.as_str(),
+            Some(_) => {
+                return Err(Rejection::new(Reason::ClaimInvalid, "iss is not a string").into());
+            }
             None => {
-                return Err(Rejection::new(
-                    Reason::IssuerUnknown,
-                    "the token has no iss claim",
-                ));
+                return Err(
+                    Rejection::new(Reason::IssuerUnknown, "the token has no iss claim").into(),
+                );
             }
         };
-        self.verify_with(issuer, &jws, claims, locations, now)
-            .map_err(|rejection| rejection.for_issuer(&issuer.id))
+        let (issuer, tenant) = self.issuer_for(iss)?;
+        let checked = self
+            .verify_with(issuer, tenant, &jws, &claims, locations)
+            .and_then(|()| {
+                issuer
+                    .rules
+                    .check(&jws.header, &claims, now)
+                    .map_err(Failure::from)
+            });
+        match checked {
+            Ok(valid) => Ok(VerifiedToken {
+                issuer: Arc::clone(issuer),
+                subject: valid.subject,
+                expires_at: valid.expires_at,
+                claims,
+            }),
+            Err(mut failure) => {
+                failure.rejection = failure.rejection.for_issuer(&issuer.id);
+                Err(failure)
+            }
+        }
+    }
+
+    /// The issuer of `iss`: an exact match, else a template whose tenant is accepted.
+    fn issuer_for<'a>(&self, iss: &'a str) -> Result<(&Arc<Issuer>, Option<&'a str>), Rejection> {
+        if let Some(issuer) = self.by_iss.get(iss) {
+            return Ok((issuer, None));
+        }
+        for issuer in &self.templates {
+            if let Some(tenant) = issuer.tenancy.tenant_of(iss) {
+                if issuer.tenancy.accepts(tenant) {
+                    return Ok((issuer, Some(tenant)));
+                }
+                return Err(Rejection::new(
+                    Reason::IssuerUnknown,
+                    format!("tenant {tenant:?} of iss {iss:?} is not accepted"),
+                )
+                .for_issuer(&issuer.id));
+            }
+        }
+        Err(Rejection::new(
+            Reason::IssuerUnknown,
+            format!("no issuer is configured for iss {iss:?}"),
+        ))
     }
 
     fn verify_with(
         &self,
         issuer: &Arc<Issuer>,
+        tenant: Option<&str>,
         jws: &CompactJws<'_>,
-        claims: Map<String, Value>,
+        claims: &Map<String, Value>,
         locations: LocationSet,
-        now: i64,
-    ) -> Result<VerifiedToken, Rejection> {
+    ) -> Result<(), Failure> {
+        if jws.padded && !issuer.accept_padded {
+            return Err(Rejection::new(
+                Reason::TokenMalformed,
+                format!("issuer {} does not accept base64url padding", issuer.id),
+            )
+            .into());
+        }
         if !issuer.locations.intersects(locations) {
             return Err(Rejection::new(
                 Reason::TokenLocationNotAllowed,
@@ -124,7 +267,8 @@ impl IssuerRegistry {
                     "issuer {} does not accept tokens from where this one was sent",
                     issuer.id
                 ),
-            ));
+            )
+            .into());
         }
         let keys = issuer.keys.load();
         let keys = keys.as_deref().ok_or_else(|| {
@@ -133,21 +277,91 @@ impl IssuerRegistry {
                 format!("keys of issuer {} have not loaded", issuer.id),
             )
         })?;
-        verify_signature(keys, jws)?;
-        let valid = issuer.rules.check(&jws.header, &claims, now)?;
-        Ok(VerifiedToken {
-            issuer: Arc::clone(issuer),
-            subject: valid.subject,
-            expires_at: valid.expires_at,
-            claims,
-        })
+        let key = verify_signature(keys, jws).map_err(|rejection| {
+            let key_miss = match (&jws.header.kid, rejection.reason) {
+                (Some(kid), Reason::KeyUnknown) => Some(KeyMiss {
+                    store: Arc::clone(&issuer.keys),
+                    kid: kid.clone(),
+                }),
+                _ => None,
+            };
+            Failure {
+                rejection,
+                key_miss,
+            }
+        })?;
+        if let Some(tenant) = tenant {
+            match claims.get("tid") {
+                Some(Value::String(tid)) if tid == tenant => {}
+                Some(Value::String(_)) => {
+                    return Err(Rejection::new(
+                        Reason::ClaimMismatch,
+                        "tid differs from the tenant in iss",
+                    )
+                    .into());
+                }
+                Some(_) => {
+                    return Err(Rejection::new(Reason::ClaimInvalid, "tid is not a string").into());
+                }
+                None => {
+                    return Err(Rejection::new(
+                        Reason::ClaimMissing,
+                        "a multi-tenant issuer needs tid",
+                    )
+                    .into());
+                }
+            }
+        }
+        let iss = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        check_key_issuer(key, iss, claims)?;
+        Ok(())
+    }
+}
+
+/// A key that names its own issuer (Entra ID does, possibly as a `{tenantid}` template) may
+/// only verify tokens of that issuer.
+fn check_key_issuer(
+    key: &TrustedKey,
+    iss: &str,
+    claims: &Map<String, Value>,
+) -> Result<(), Rejection> {
+    let Some(key_issuer) = key.issuer() else {
+        return Ok(());
+    };
+    let lower = key_issuer.to_ascii_lowercase();
+    let expected = match lower.find(TENANT_PLACEHOLDER) {
+        None => key_issuer.to_owned(),
+        Some(at) => {
+            let tid = claims
+                .get("tid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let rest = key_issuer
+                .get(at + TENANT_PLACEHOLDER.len()..)
+                .unwrap_or_default();
+            format!("{}{tid}{rest}", key_issuer.get(..at).unwrap_or_default())
+        }
+    };
+    if expected == iss {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            Reason::KeyUnknown,
+            format!("the key is bound to issuer {key_issuer:?}, not {iss:?}"),
+        ))
     }
 }
 
 /// Checks the signature of `jws` with the key its `kid` names in `keys`, under the algorithm
 /// that key is bound to. The JWS layer of verification, usable on its own (the Wycheproof
 /// vectors drive it directly).
-pub fn verify_signature(keys: &KeySet, jws: &CompactJws<'_>) -> Result<(), Rejection> {
+pub fn verify_signature<'k>(
+    keys: &'k KeySet,
+    jws: &CompactJws<'_>,
+) -> Result<&'k TrustedKey, Rejection> {
     let kid = jws.header.kid.as_deref();
     let key = keys.select(kid).ok_or_else(|| match kid {
         Some(kid) => Rejection::new(Reason::KeyUnknown, format!("no key has kid {kid:?}")),
@@ -171,7 +385,7 @@ pub fn verify_signature(keys: &KeySet, jws: &CompactJws<'_>) -> Result<(), Rejec
         )
     })?;
     if verifier.verify(jws.signing_input, &jws.signature) {
-        Ok(())
+        Ok(key)
     } else {
         Err(Rejection::new(
             Reason::SignatureInvalid,

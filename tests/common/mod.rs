@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod keyserver;
 pub mod process;
 
 use std::collections::HashMap;
@@ -131,6 +132,15 @@ impl TestIssuer {
         );
         let signature = self.signer.sign(input.as_bytes()).expect("sign");
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    /// Signs the given header and payload JSON text with `=`-padded base64url segments (as AWS
+    /// ALB does); the signature covers the padded bytes.
+    pub fn sign_raw_padded(&self, header: &str, payload: &str) -> String {
+        use base64::engine::general_purpose::URL_SAFE;
+        let input = format!("{}.{}", URL_SAFE.encode(header), URL_SAFE.encode(payload));
+        let signature = self.signer.sign(input.as_bytes()).expect("sign");
+        format!("{input}.{}", URL_SAFE.encode(signature))
     }
 
     /// A token for `sub`/`aud` with the standard claims.

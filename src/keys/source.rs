@@ -1,0 +1,704 @@
+//! Where keys come from and how they stay fresh.
+//!
+//! [`prepare`] does everything that can fail on configuration (reading files and secrets,
+//! parsing inline keys, building HTTP clients) and reports it with field paths. [`KeySources`]
+//! then runs the prepared sources, one [`KeyStore`] per issuer:
+//!
+//! - inline key sets load once;
+//! - key files load at once and are re-read when they change;
+//! - URL sources (JWKS, OIDC discovery → JWKS, kid→PEM maps, SPIFFE bundles) are fetched in the
+//!   background and refreshed before the announced cache lifetime ends (clamped to
+//!   `[min_refresh, max_refresh]`, with jitter), and at most once per `unknown_kid_interval`
+//!   when a check names an unknown kid. A failed refresh keeps the last good keys until they are
+//!   older than `max_staleness`;
+//! - per-kid PEM templates (AWS ALB) fetch a kid's key the first time a check names it, and
+//!   only when the kid looks like a UUID.
+//!
+//! Nothing here ever fetches a URL a token names.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::formats;
+use super::http::{FetchError, FetchPolicy, Fetcher};
+use super::store::OnDemandPolicy;
+use super::{AlgorithmPolicy, KeySet, KeyStore, TrustedKey};
+use crate::config::{Config, FieldError, IssuerConfig, KeySource, SecretEncoding, SecretSource};
+use crate::jose::parse_object;
+
+/// First retry delay after a failed fetch; doubles up to the cap below.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+/// Per-kid (ALB) keys kept per issuer; the oldest go first.
+const MAX_PER_KID_KEYS: usize = 64;
+
+/// The format of a key document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Jwks,
+    PemMap,
+    Spiffe,
+}
+
+impl Format {
+    fn accept(self) -> &'static str {
+        match self {
+            Self::Jwks | Self::Spiffe => "application/jwk-set+json, application/json",
+            Self::PemMap => "application/json",
+        }
+    }
+}
+
+/// What a remote source fetches.
+#[derive(Debug, Clone)]
+enum Target {
+    /// One key document.
+    Document { url: reqwest::Url, format: Format },
+    /// A discovery document, then the JWK Set it names.
+    Discovery { url: reqwest::Url, issuer: String },
+    /// One PEM per kid, from a `{kid}` template.
+    PerKid { template: String },
+}
+
+/// Refresh timing of one issuer.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    default: Duration,
+    min: Duration,
+    max: Duration,
+    max_staleness: Duration,
+}
+
+impl Timing {
+    /// When to refresh a document announced to live `max_age`: clamped, then jittered to
+    /// 80–95 % so many replicas do not refresh in step, but never below `min`.
+    fn next_refresh(&self, max_age: Option<Duration>) -> Duration {
+        let lifetime = max_age.unwrap_or(self.default).clamp(self.min, self.max);
+        lifetime
+            .mul_f64(fastrand::f64().mul_add(0.15, 0.80))
+            .max(self.min)
+    }
+
+    fn retry_cap(&self) -> Duration {
+        self.min.min(MAX_RETRY).max(FIRST_RETRY)
+    }
+}
+
+#[derive(Debug)]
+enum PreparedSource {
+    Inline(KeySet),
+    File {
+        path: PathBuf,
+        format: Format,
+        initial: KeySet,
+        check_every: Duration,
+    },
+    Remote {
+        fetcher: Fetcher,
+        target: Target,
+    },
+}
+
+/// One issuer's key source, checked and ready to run.
+#[derive(Debug)]
+pub struct PreparedKeys {
+    issuer_id: String,
+    policy: AlgorithmPolicy,
+    hmac: Option<Arc<TrustedKey>>,
+    source: PreparedSource,
+    timing: Timing,
+    on_demand: OnDemandPolicy,
+    required: bool,
+    /// Identifies the configuration this came from, so a reload can keep a running fetcher.
+    fingerprint: String,
+}
+
+/// Checks every issuer's key configuration and loads what is local. All problems are
+/// reported, each with its field path.
+pub fn prepare(config: &Config) -> Result<Vec<PreparedKeys>, Vec<FieldError>> {
+    let mut prepared = Vec::new();
+    let mut errors = Vec::new();
+    for (index, issuer) in config.issuers.iter().enumerate() {
+        match prepare_issuer(issuer, &format!("issuers[{index}]")) {
+            Ok(keys) => prepared.push(keys),
+            Err(err) => errors.push(err),
+        }
+    }
+    if errors.is_empty() {
+        Ok(prepared)
+    } else {
+        Err(errors)
+    }
+}
+
+fn prepare_issuer(issuer: &IssuerConfig, at: &str) -> Result<PreparedKeys, FieldError> {
+    let policy = AlgorithmPolicy {
+        allowed: issuer.algorithms.clone(),
+    };
+    let hmac = match &issuer.hmac_secret {
+        Some(secret) => {
+            let bytes = read_secret(secret)
+                .map_err(|why| FieldError::new(format!("{at}.hmac_secret"), why))?;
+            let key = TrustedKey::hmac(&bytes, secret.kid.clone(), &issuer.algorithms)
+                .map_err(|why| FieldError::new(format!("{at}.hmac_secret"), why.to_string()))?;
+            Some(Arc::new(key))
+        }
+        None => None,
+    };
+    let defaults = KeySource::default();
+    let keys = issuer.keys.as_ref().unwrap_or(&defaults);
+    let fingerprint = serde_json::json!([
+        issuer.issuer,
+        issuer.keys,
+        issuer.hmac_secret,
+        issuer.algorithms
+    ])
+    .to_string();
+    let source = match &issuer.keys {
+        None => PreparedSource::Inline(
+            KeySet::from_keys(hmac.iter().cloned().collect(), Vec::new())
+                .map_err(|err| FieldError::new(format!("{at}.hmac_secret"), err.to_string()))?,
+        ),
+        Some(keys) => prepare_source(keys, issuer, &policy, hmac.as_ref(), &format!("{at}.keys"))?,
+    };
+    Ok(PreparedKeys {
+        issuer_id: issuer.id.clone(),
+        policy,
+        hmac,
+        source,
+        timing: Timing {
+            default: keys.refresh_interval.get(),
+            min: keys.min_refresh.get(),
+            max: keys.max_refresh.get(),
+            max_staleness: keys.max_staleness.get(),
+        },
+        on_demand: OnDemandPolicy {
+            interval: keys.unknown_kid_interval.get(),
+            wait: keys.unknown_kid_wait.get(),
+        },
+        required: keys.required,
+        fingerprint,
+    })
+}
+
+fn prepare_source(
+    keys: &KeySource,
+    issuer: &IssuerConfig,
+    policy: &AlgorithmPolicy,
+    hmac: Option<&Arc<TrustedKey>>,
+    at: &str,
+) -> Result<PreparedSource, FieldError> {
+    if let Some(jwks) = &keys.jwks {
+        let text = jwks.to_string();
+        let (set, _) = parse(Format::Jwks, text.as_bytes(), policy, hmac)
+            .map_err(|why| FieldError::new(format!("{at}.jwks"), why))?;
+        return Ok(PreparedSource::Inline(set));
+    }
+    let files = [
+        ("jwks_file", &keys.jwks_file, Format::Jwks),
+        (
+            "spiffe_bundle_file",
+            &keys.spiffe_bundle_file,
+            Format::Spiffe,
+        ),
+    ];
+    for (field, path, format) in files {
+        if let Some(path) = path {
+            let field = format!("{at}.{field}");
+            let bytes = std::fs::read(path).map_err(|err| {
+                FieldError::new(&field, format!("cannot read {}: {err}", path.display()))
+            })?;
+            let (initial, _) = parse(format, &bytes, policy, hmac)
+                .map_err(|why| FieldError::new(&field, format!("{}: {why}", path.display())))?;
+            return Ok(PreparedSource::File {
+                path: path.clone(),
+                format,
+                initial,
+                check_every: keys.file_check_interval.get(),
+            });
+        }
+    }
+    let fetcher = Fetcher::new(&FetchPolicy {
+        ca_file: keys.ca_file.as_deref(),
+        insecure_http: keys.insecure_http,
+        connect_timeout: keys.connect_timeout.get(),
+        timeout: keys.timeout.get(),
+        max_bytes: keys.max_bytes,
+    })
+    .map_err(|why| FieldError::new(format!("{at}.ca_file"), why))?;
+    let url = |field: &str, text: &str| {
+        reqwest::Url::parse(text)
+            .map_err(|err| FieldError::new(format!("{at}.{field}"), err.to_string()))
+    };
+    let target = if keys.discovery {
+        let text = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.issuer.trim_end_matches('/')
+        );
+        Target::Discovery {
+            url: url("discovery", &text)?,
+            issuer: issuer.issuer.clone(),
+        }
+    } else if let Some(text) = &keys.discovery_url {
+        Target::Discovery {
+            url: url("discovery_url", text)?,
+            issuer: issuer.issuer.clone(),
+        }
+    } else if let Some(text) = &keys.jwks_uri {
+        Target::Document {
+            url: url("jwks_uri", text)?,
+            format: Format::Jwks,
+        }
+    } else if let Some(text) = &keys.pem_map_uri {
+        Target::Document {
+            url: url("pem_map_uri", text)?,
+            format: Format::PemMap,
+        }
+    } else if let Some(text) = &keys.spiffe_bundle_uri {
+        Target::Document {
+            url: url("spiffe_bundle_uri", text)?,
+            format: Format::Spiffe,
+        }
+    } else if let Some(template) = &keys.pem_uri_template {
+        Target::PerKid {
+            template: template.clone(),
+        }
+    } else {
+        return Err(FieldError::new(at, "names no key source"));
+    };
+    Ok(PreparedSource::Remote { fetcher, target })
+}
+
+/// Parses a key document; also returns the refresh hint a SPIFFE bundle carries.
+fn parse(
+    format: Format,
+    bytes: &[u8],
+    policy: &AlgorithmPolicy,
+    hmac: Option<&Arc<TrustedKey>>,
+) -> Result<(KeySet, Option<Duration>), String> {
+    let extra = hmac.cloned();
+    match format {
+        Format::Jwks => KeySet::from_jwks_bytes(bytes, policy, extra)
+            .map(|set| (set, None))
+            .map_err(|err| err.to_string()),
+        Format::PemMap => formats::key_set_from_pem_map(bytes, policy, extra)
+            .map(|set| (set, None))
+            .map_err(|err| err.to_string()),
+        Format::Spiffe => formats::key_set_from_spiffe_bundle(bytes, policy)
+            .map(|(set, hint)| (set, hint.map(Duration::from_secs)))
+            .map_err(|err| err.to_string()),
+    }
+}
+
+fn read_secret(secret: &SecretSource) -> Result<Vec<u8>, String> {
+    let text = match (&secret.env, &secret.file) {
+        (Some(name), None) => std::env::var(name)
+            .map_err(|_| format!("environment variable {name} is not set (or not UTF-8)"))?,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read {}: {err}", path.display()))?,
+        _ => return Err("set exactly one of env or file".into()),
+    };
+    let text = text.trim();
+    match secret.encoding {
+        SecretEncoding::Utf8 => Ok(text.as_bytes().to_vec()),
+        SecretEncoding::Base64 => {
+            let padded = format!("{text}{}", "=".repeat((4 - text.len() % 4) % 4));
+            URL_SAFE
+                .decode(&padded)
+                .or_else(|_| STANDARD.decode(&padded))
+                .map_err(|_| {
+                    "the secret is not valid base64 (set encoding: utf8 for plain text)".to_owned()
+                })
+        }
+    }
+}
+
+/// Aborts a background task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One issuer's running key source.
+#[derive(Debug)]
+struct IssuerKeys {
+    store: Arc<KeyStore>,
+    fingerprint: String,
+    remote: bool,
+    _task: Option<AbortOnDrop>,
+}
+
+/// The running key sources of every issuer of one configuration.
+#[derive(Debug, Default)]
+pub struct KeySources {
+    by_id: HashMap<String, Arc<IssuerKeys>>,
+}
+
+/// What a running source task needs.
+struct Context {
+    issuer: String,
+    store: Arc<KeyStore>,
+    policy: AlgorithmPolicy,
+    hmac: Option<Arc<TrustedKey>>,
+    timing: Timing,
+}
+
+impl KeySources {
+    /// Starts `prepared` sources. Remote sources that `previous` already runs with the same
+    /// configuration are kept as they are (with their keys); others start fresh. Must be called
+    /// inside a tokio runtime when any source is remote or a file.
+    pub fn start(
+        prepared: Vec<PreparedKeys>,
+        previous: Option<&KeySources>,
+        changed: &Arc<Notify>,
+    ) -> Self {
+        let mut by_id = HashMap::new();
+        for keys in prepared {
+            let reusable = previous
+                .and_then(|prev| prev.by_id.get(&keys.issuer_id))
+                .filter(|old| old.remote && old.fingerprint == keys.fingerprint);
+            let id = keys.issuer_id.clone();
+            let running = match reusable {
+                Some(old) => Arc::clone(old),
+                None => Arc::new(start_source(keys, changed)),
+            };
+            by_id.insert(id, running);
+        }
+        Self { by_id }
+    }
+
+    /// The key store of issuer `id`.
+    pub fn store(&self, id: &str) -> Option<Arc<KeyStore>> {
+        self.by_id.get(id).map(|keys| Arc::clone(&keys.store))
+    }
+
+    /// Every issuer id with its store (for metrics), sorted by id.
+    pub fn stores(&self) -> Vec<(&str, &Arc<KeyStore>)> {
+        let mut stores: Vec<_> = self
+            .by_id
+            .iter()
+            .map(|(id, keys)| (id.as_str(), &keys.store))
+            .collect();
+        stores.sort_by_key(|(id, _)| *id);
+        stores
+    }
+
+    /// Ids of the required issuers whose keys are not loaded, sorted. Readiness waits for them.
+    pub fn missing(&self) -> Vec<String> {
+        self.stores()
+            .into_iter()
+            .filter(|(_, store)| store.is_required() && !store.has_keys())
+            .map(|(id, _)| id.to_owned())
+            .collect()
+    }
+}
+
+fn start_source(keys: PreparedKeys, changed: &Arc<Notify>) -> IssuerKeys {
+    let store = KeyStore::new(Arc::clone(changed)).required(keys.required);
+    let (store, remote, task) = match keys.source {
+        PreparedSource::Inline(set) => {
+            store.replace(set);
+            (Arc::new(store), false, None)
+        }
+        PreparedSource::File {
+            path,
+            format,
+            initial,
+            check_every,
+        } => {
+            store.replace(initial);
+            let store = Arc::new(store);
+            let context = Context {
+                issuer: keys.issuer_id.clone(),
+                store: Arc::clone(&store),
+                policy: keys.policy,
+                hmac: keys.hmac,
+                timing: keys.timing,
+            };
+            let task = tokio::spawn(watch_file(context, path, format, check_every));
+            (store, false, Some(task))
+        }
+        PreparedSource::Remote { fetcher, target } => {
+            let store = store.refreshed_on_demand(keys.on_demand);
+            if matches!(target, Target::PerKid { .. }) {
+                // Keys arrive per kid, on demand: the issuer is usable from the start.
+                store.replace(KeySet::default());
+            }
+            let store = Arc::new(store);
+            let context = Context {
+                issuer: keys.issuer_id.clone(),
+                store: Arc::clone(&store),
+                policy: keys.policy,
+                hmac: keys.hmac,
+                timing: keys.timing,
+            };
+            let task = match target {
+                Target::PerKid { template } => {
+                    tokio::spawn(fetch_per_kid(context, fetcher, template))
+                }
+                target => tokio::spawn(keep_fresh(context, fetcher, target)),
+            };
+            (store, true, Some(task))
+        }
+    };
+    IssuerKeys {
+        store,
+        fingerprint: keys.fingerprint,
+        remote,
+        _task: task.map(AbortOnDrop),
+    }
+}
+
+/// Fetches a document source until it succeeds, then refreshes it on schedule and on demand.
+async fn keep_fresh(context: Context, fetcher: Fetcher, target: Target) {
+    let mut retry = FIRST_RETRY;
+    let mut last_success: Option<Instant> = None;
+    let mut discovered: Option<(reqwest::Url, Instant)> = None;
+    loop {
+        let outcome = match &target {
+            Target::Document { url, format } => fetch_keys(&context, &fetcher, url, *format).await,
+            Target::Discovery { url, issuer } => {
+                match discover(&context, &fetcher, url, issuer, &mut discovered).await {
+                    Ok(jwks) => fetch_keys(&context, &fetcher, &jwks, Format::Jwks).await,
+                    Err(err) => Err(err),
+                }
+            }
+            Target::PerKid { .. } => return,
+        };
+        let wait = match outcome {
+            Ok(max_age) => {
+                context.store.record_fetch(Ok(()));
+                last_success = Some(Instant::now());
+                retry = FIRST_RETRY;
+                context.timing.next_refresh(max_age)
+            }
+            Err(err) => {
+                context.store.record_fetch(Err(err.kind()));
+                note_failure(&context, &err, last_success);
+                let wait = retry;
+                retry = (retry * 2).min(context.timing.retry_cap());
+                wait
+            }
+        };
+        context.store.refresh_finished();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = context.store.demanded() => {}
+        }
+    }
+}
+
+/// Logs a failed refresh; drops the keys once they are older than `max_staleness`.
+fn note_failure(context: &Context, err: &FetchError, last_success: Option<Instant>) {
+    let issuer = &context.issuer;
+    if !context.store.has_keys() {
+        warn!(issuer = %issuer, error = %err, "key fetch failed; the issuer has no keys yet");
+        return;
+    }
+    let age = last_success.map(|at| at.elapsed());
+    if age.is_some_and(|age| age > context.timing.max_staleness) {
+        error!(issuer = %issuer, error = %err, max_staleness = ?context.timing.max_staleness,
+            "key refresh failed and the last good keys are too old; dropping them");
+        context.store.clear();
+    } else {
+        warn!(issuer = %issuer, error = %err, "key refresh failed; keeping the last good keys");
+    }
+}
+
+/// Fetches and installs a key document; returns its announced lifetime.
+async fn fetch_keys(
+    context: &Context,
+    fetcher: &Fetcher,
+    url: &reqwest::Url,
+    format: Format,
+) -> Result<Option<Duration>, FetchError> {
+    let fetched = fetcher.get(url, format.accept()).await?;
+    let (set, hint) = parse(
+        format,
+        &fetched.body,
+        &context.policy,
+        context.hmac.as_ref(),
+    )
+    .map_err(|detail| FetchError::Invalid {
+        url: url.to_string(),
+        detail,
+    })?;
+    for skipped in set.skipped() {
+        warn!(issuer = %context.issuer, key = %skipped, "key left out of the key set");
+    }
+    info!(issuer = %context.issuer, keys = set.len(), url = %url, "keys loaded");
+    context.store.replace(set);
+    Ok(hint.or(fetched.max_age))
+}
+
+/// The JWK Set URL of a discovery source: the cached one while it is fresh, else a fresh
+/// discovery document, whose `issuer` must be the configured one. When rediscovery fails, the
+/// last known URL keeps serving.
+async fn discover(
+    context: &Context,
+    fetcher: &Fetcher,
+    url: &reqwest::Url,
+    issuer: &str,
+    discovered: &mut Option<(reqwest::Url, Instant)>,
+) -> Result<reqwest::Url, FetchError> {
+    if let Some((jwks, due)) = discovered.as_ref()
+        && Instant::now() < *due
+    {
+        return Ok(jwks.clone());
+    }
+    match fetch_discovery(fetcher, url, issuer).await {
+        Ok((jwks, max_age)) => {
+            let due = Instant::now() + context.timing.next_refresh(max_age);
+            *discovered = Some((jwks.clone(), due));
+            Ok(jwks)
+        }
+        Err(err) => match discovered.as_ref() {
+            Some((jwks, _)) => {
+                context.store.record_fetch(Err(err.kind()));
+                warn!(issuer = %context.issuer, error = %err,
+                    "discovery refresh failed; keeping the last jwks_uri");
+                Ok(jwks.clone())
+            }
+            None => Err(err),
+        },
+    }
+}
+
+async fn fetch_discovery(
+    fetcher: &Fetcher,
+    url: &reqwest::Url,
+    issuer: &str,
+) -> Result<(reqwest::Url, Option<Duration>), FetchError> {
+    let fetched = fetcher.get(url, "application/json").await?;
+    let invalid = |detail: String| FetchError::Invalid {
+        url: url.to_string(),
+        detail,
+    };
+    let document = parse_object(&fetched.body)
+        .map_err(|err| invalid(format!("not a discovery document: {err}")))?;
+    let found = match document.get("issuer") {
+        Some(Value::String(found)) => found,
+        _ => return Err(invalid("the discovery document has no issuer".into())),
+    };
+    if found != issuer {
+        return Err(FetchError::IssuerMismatch {
+            url: url.to_string(),
+            expected: issuer.to_owned(),
+            found: found.clone(),
+        });
+    }
+    let jwks = match document.get("jwks_uri") {
+        Some(Value::String(jwks)) => jwks,
+        _ => return Err(invalid("the discovery document has no jwks_uri".into())),
+    };
+    let jwks = reqwest::Url::parse(jwks).map_err(|err| invalid(format!("jwks_uri: {err}")))?;
+    if !fetcher.allows(&jwks) {
+        return Err(invalid(format!("jwks_uri {jwks} is not an https:// URL")));
+    }
+    Ok((jwks, fetched.max_age))
+}
+
+/// Fetches one kid's PEM key each time a check asks for a kid that looks like a UUID, and
+/// adds it to the set (a kid's key never changes, so it stays until evicted by newer kids).
+async fn fetch_per_kid(context: Context, fetcher: Fetcher, template: String) {
+    loop {
+        let wanted = context.store.demanded().await;
+        if let Some(kid) = wanted.filter(|kid| formats::is_uuid(kid)) {
+            let url = template.replace("{kid}", &kid.to_ascii_lowercase());
+            match fetch_one(&context, &fetcher, &url, &kid).await {
+                Ok(key) => {
+                    context.store.record_fetch(Ok(()));
+                    let current = context.store.load();
+                    let mut keys: Vec<Arc<TrustedKey>> = current
+                        .as_deref()
+                        .map(|set| set.keys().to_vec())
+                        .unwrap_or_default();
+                    keys.retain(|k| k.kid() != Some(kid.as_str()));
+                    if keys.len() >= MAX_PER_KID_KEYS {
+                        keys.remove(0);
+                    }
+                    keys.push(Arc::new(key));
+                    match KeySet::from_keys(keys, Vec::new()) {
+                        Ok(set) => {
+                            info!(issuer = %context.issuer, kid = %kid, "key loaded");
+                            context.store.replace(set);
+                        }
+                        Err(err) => warn!(issuer = %context.issuer, error = %err, "key not added"),
+                    }
+                }
+                Err(err) => {
+                    context.store.record_fetch(Err(err.kind()));
+                    warn!(issuer = %context.issuer, error = %err, "key fetch failed");
+                }
+            }
+        }
+        context.store.refresh_finished();
+    }
+}
+
+async fn fetch_one(
+    context: &Context,
+    fetcher: &Fetcher,
+    url: &str,
+    kid: &str,
+) -> Result<TrustedKey, FetchError> {
+    let invalid = |detail: String| FetchError::Invalid {
+        url: url.to_owned(),
+        detail,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|err| invalid(err.to_string()))?;
+    let fetched = fetcher
+        .get(&parsed, "application/x-pem-file, text/plain")
+        .await?;
+    formats::trusted_key_from_pem(kid, &fetched.body, &context.policy)
+        .map_err(|err| invalid(err.to_string()))
+}
+
+/// Re-reads a key file when its modification time or size changes; a file that no longer
+/// parses is logged and the last good keys stay.
+async fn watch_file(context: Context, path: PathBuf, format: Format, check_every: Duration) {
+    let mut seen = file_stamp(&path).await;
+    loop {
+        tokio::time::sleep(check_every).await;
+        let stamp = file_stamp(&path).await;
+        if stamp == seen {
+            continue;
+        }
+        seen = stamp;
+        let result = tokio::fs::read(&path)
+            .await
+            .map_err(|err| err.to_string())
+            .and_then(|bytes| parse(format, &bytes, &context.policy, context.hmac.as_ref()));
+        match result {
+            Ok((set, _)) => {
+                context.store.record_fetch(Ok(()));
+                info!(issuer = %context.issuer, keys = set.len(), file = %path.display(), "keys reloaded");
+                context.store.replace(set);
+            }
+            Err(why) => {
+                context.store.record_fetch(Err("invalid"));
+                warn!(issuer = %context.issuer, file = %path.display(), error = %why,
+                    "key file changed but is unusable; keeping the last good keys");
+            }
+        }
+    }
+}
+
+async fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = tokio::fs::metadata(path).await.ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
