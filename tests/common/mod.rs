@@ -56,6 +56,20 @@ impl TestIssuer {
         )
     }
 
+    /// An RS256 issuer with a given key pair.
+    pub fn rs256_from(iss: &str, kid: &str, pair: &josekit::jwk::alg::rsa::RsaKeyPair) -> Self {
+        let signer = josekit::jws::RS256
+            .signer_from_jwk(&pair.to_jwk_private_key())
+            .expect("RSA signer");
+        Self::new(
+            iss,
+            kid,
+            "RS256",
+            Box::new(signer),
+            pair.to_jwk_public_key(),
+        )
+    }
+
     /// An ES256 issuer.
     pub fn es256(iss: &str, kid: &str) -> Self {
         let pair = josekit::jws::ES256.generate_key_pair().expect("EC key");
