@@ -7,6 +7,7 @@
 //! | proto adapter | [`service`] |
 //! | credential extraction | [`extract`] |
 //! | verification (issuer → keys → signature → claims) | [`verify`], over [`jose`] and [`keys`] |
+//! | claim normalization | [`identity`] |
 //! | authorization | [`authz`] |
 //! | response (headers, metadata, denial) | [`response`] |
 //!
@@ -21,6 +22,7 @@ pub mod authz;
 pub mod config;
 pub mod dev;
 pub mod extract;
+pub mod identity;
 pub mod jose;
 pub mod keys;
 pub mod pipeline;

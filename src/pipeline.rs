@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use crate::authz::{Authentication, Authorizer, Decision, RequestFacts, Verdict};
 use crate::config::{Config, FieldError, IssuerConfig, TokenLocation};
 use crate::extract::{Extractor, HeaderLookup, LocationSet};
+use crate::identity::Profile;
 use crate::keys::KeyStore;
 use crate::keys::source::{self, KeySources};
 use crate::proto::auth::CheckResponse;
@@ -70,6 +71,7 @@ impl Pipeline {
                 locations: accepted,
                 tenancy: Tenancy::new(&issuer.issuer, &issuer.tenants, issuer.any_tenant),
                 accept_padded: issuer.accept_padded_tokens,
+                profile: Profile::new(issuer.profile, &issuer.claim_mappings),
             }));
         }
         Self {

@@ -188,6 +188,13 @@ pub struct IssuerConfig {
     /// `typ` is not checked. Compared case-insensitively, with or without `application/`.
     #[serde(default)]
     pub token_types: Vec<String>,
+    /// How this issuer's claims map to the normalized identity (subject, tenant, client,
+    /// scopes, roles, groups, email).
+    #[serde(default)]
+    pub profile: ProfileName,
+    /// Claim paths for the `generic` profile (dot-separated, e.g. `realm_access.roles`).
+    #[serde(default)]
+    pub claim_mappings: ClaimMappings,
     /// Where this issuer's tokens may arrive. Default: `Authorization: Bearer`.
     #[serde(default = "default_token_locations")]
     pub token_locations: Vec<TokenLocation>,
@@ -370,6 +377,65 @@ pub enum SecretEncoding {
     Base64,
     /// The UTF-8 bytes of the text itself (as Auth0 uses client secrets).
     Utf8,
+}
+
+/// The claim layout of an identity provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProfileName {
+    /// Claim paths from `claim_mappings`.
+    #[default]
+    Generic,
+    /// Microsoft Entra ID (v1 and v2): `tid`, `azp`/`appid`, `scp`, `roles`, `groups` (overage
+    /// means unknown).
+    Entra,
+    /// Amazon Cognito: `client_id`, `scope`, `cognito:groups`, `token_use`.
+    Cognito,
+    /// Google ID tokens: `email`, `hd`, `azp`.
+    Google,
+    /// Google Cloud IAP: `email`, `hd`.
+    GcpIap,
+    /// AWS ALB (`x-amzn-oidc-data`): the IdP's userinfo claims.
+    AwsAlb,
+    /// Kubernetes service accounts: namespace and service account from `kubernetes.io`.
+    Kubernetes,
+    /// GitHub Actions: repository, ref, environment, workflow.
+    GithubActions,
+    /// Okta: `cid`, `scp` (array), `groups`.
+    Okta,
+    /// Auth0: `scope` plus `permissions`, `azp`.
+    Auth0,
+    /// Keycloak: `realm_access.roles`, `resource_access.<client>.roles`, `scope`.
+    Keycloak,
+    /// Cloudflare Access: `email`, `common_name` (service tokens).
+    CloudflareAccess,
+    /// SPIFFE JWT-SVID: the trust domain of `sub` as tenant.
+    Spiffe,
+}
+
+/// Claim paths the `generic` profile reads. A claim may be a string (space-separated for lists)
+/// or an array of strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimMappings {
+    /// Tenant claim.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Client (application) claim.
+    #[serde(default)]
+    pub client: Option<String>,
+    /// Scopes claim.
+    #[serde(default)]
+    pub scopes: Option<String>,
+    /// Roles claim.
+    #[serde(default)]
+    pub roles: Option<String>,
+    /// Groups claim.
+    #[serde(default)]
+    pub groups: Option<String>,
+    /// E-mail claim (default `email`).
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 /// One accepted value, or a list of accepted values.

@@ -243,6 +243,14 @@ fn check_issuer(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
         }
     }
     check_tenants(issuer, at, errors);
+    if issuer.profile != super::ProfileName::Generic
+        && issuer.claim_mappings != super::ClaimMappings::default()
+    {
+        errors.push(
+            format!("{at}.claim_mappings"),
+            "only applies to profile: generic (the other profiles know their claims)",
+        );
+    }
     check_locations(
         &issuer.token_locations,
         &format!("{at}.token_locations"),

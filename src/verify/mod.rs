@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 pub use claims::{AudienceRule, ClaimRules, ValidClaims, normalize_type};
 
 use crate::extract::LocationSet;
+use crate::identity::{Identity, Profile};
 use crate::jose::{CompactJws, FormatError};
 use crate::keys::{KeySet, KeyStore, TrustedKey};
 use crate::reason::{Reason, Rejection};
@@ -40,6 +41,8 @@ pub struct Issuer {
     pub tenancy: Tenancy,
     /// Accept `=`-padded base64url segments (AWS ALB).
     pub accept_padded: bool,
+    /// How its claims normalize.
+    pub profile: Profile,
 }
 
 /// Which tenants a `{tenantid}` issuer accepts.
@@ -139,6 +142,8 @@ pub struct VerifiedToken {
     pub subject: String,
     /// `exp`, seconds since the epoch.
     pub expires_at: i64,
+    /// The normalized identity.
+    pub identity: Identity,
     /// All claims, for later phases (authorization, headers).
     pub claims: Map<String, Value>,
 }
@@ -210,6 +215,12 @@ impl IssuerRegistry {
             });
         match checked {
             Ok(valid) => Ok(VerifiedToken {
+                identity: Identity::from_claims(
+                    &issuer.id,
+                    &valid.subject,
+                    &issuer.profile,
+                    &claims,
+                ),
                 issuer: Arc::clone(issuer),
                 subject: valid.subject,
                 expires_at: valid.expires_at,
