@@ -169,6 +169,8 @@ pub struct Rejection {
     pub detail: String,
     /// The id of the issuer the token was attributed to, once known.
     pub issuer: Option<Arc<str>>,
+    /// Scopes the request needs (RFC 6750 `scope` of an `insufficient_scope` challenge).
+    pub scope: Option<String>,
 }
 
 impl Rejection {
@@ -178,7 +180,14 @@ impl Rejection {
             reason,
             detail: detail.into(),
             issuer: None,
+            scope: None,
         }
+    }
+
+    /// The same rejection, naming the scopes the request needs.
+    pub fn needing_scope(mut self, scope: String) -> Self {
+        self.scope = Some(scope);
+        self
     }
 
     /// The same rejection, attributed to issuer `id`.

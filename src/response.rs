@@ -169,6 +169,11 @@ impl Responder {
             www_authenticate.push_str(&format!(
                 ", error=\"{error}\", error_description=\"{description}\""
             ));
+            // Scope tokens are printable ASCII without `"` or `\\` (RFC 6749 §3.3; checked
+            // in configuration).
+            if let Some(scope) = &rejection.scope {
+                www_authenticate.push_str(&format!(", scope=\"{scope}\""));
+            }
             body.insert("error".into(), error.into());
         }
         body.insert("error_description".into(), description.into());

@@ -107,11 +107,18 @@ pub async fn check_refreshing(pipeline: &Pipeline, request: &CheckRequest) -> Ch
 }
 
 fn facts(request: &CheckRequest) -> RequestFacts<'_> {
+    let attributes = request.attributes.as_ref();
+    let http = attributes
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref());
     RequestFacts {
-        context_extensions: request
-            .attributes
-            .as_ref()
-            .map(|attributes| &attributes.context_extensions),
+        host: http.map_or("", |h| h.host.as_str()),
+        path: http.map_or("", |h| h.path.as_str()),
+        method: http.map_or("", |h| h.method.as_str()),
+        context_extensions: attributes.map(|a| &a.context_extensions),
+        principal: attributes
+            .and_then(|a| a.source.as_ref())
+            .map_or("", |peer| peer.principal.as_str()),
     }
 }
 

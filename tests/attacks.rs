@@ -235,13 +235,15 @@ fn row_05_modified_parts() {
     let [header, payload, signature] = parts.as_slice() else {
         panic!("3 parts")
     };
-    // The jwt_tool "broken signature": the last 4 characters dropped. The text is then not
-    // canonical base64url (its last character carries stray bits), so framing refuses it; the
-    // same truncation done on the decoded bytes reaches the signature check and fails there.
+    // The jwt_tool "broken signature": the last 4 characters dropped. Unless the new last
+    // character happens to carry no stray bits (1 in 16), the text is not canonical base64url
+    // and framing refuses it; otherwise the signature check does. The same truncation done on
+    // the decoded bytes always reaches the signature check.
     let short = &signature[..signature.len() - 4];
-    assert_eq!(
-        s.reason(&format!("{header}.{payload}.{short}")),
-        "token_malformed"
+    let got = s.reason(&format!("{header}.{payload}.{short}"));
+    assert!(
+        got == "token_malformed" || got == "signature_invalid",
+        "{got}"
     );
     let bytes = URL_SAFE_NO_PAD.decode(signature).expect("b64");
     let truncated = b64(&bytes[..bytes.len() - 3]);

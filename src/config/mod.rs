@@ -218,23 +218,88 @@ pub struct RouteConfig {
     pub require: Requirement,
 }
 
-/// Request attributes a route matches on; every listed condition must hold.
+/// Request attributes a route matches on; every listed condition must hold, and a list matches
+/// when any of its entries does.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
+    /// Hosts (`:authority` without port): exact, or `*.example.com` for any subdomain.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Paths (query excluded): exact (`/healthz`), or a glob where `*` matches any run of
+    /// characters (`/api/*`, `/v*/orders`).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// HTTP methods (upper case).
+    #[serde(default)]
+    pub methods: Vec<String>,
     /// Envoy `context_extensions` (set per route in `ExtAuthzPerRoute.check_settings`) that
     /// must be present with exactly these values.
     #[serde(default)]
     pub context_extensions: BTreeMap<String, String>,
+    /// mTLS peer principals (`source.principal`, e.g. a SPIFFE ID); globs allowed.
+    #[serde(default)]
+    pub principals: Vec<String>,
 }
 
-/// Requirements on the verified token.
+/// What a verified token must satisfy. Every condition listed must hold (all-of); within a list,
+/// one entry is enough (any-of), except `scopes`, which must all be granted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Requirement {
-    /// Issuer ids accepted on this route (any of them); empty accepts every issuer.
+    /// Issuer ids accepted.
     #[serde(default)]
     pub issuers: Vec<String>,
+    /// Audiences, one of which the token must carry (on top of its issuer's audience check).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Scopes that must all be granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Roles, one of which is needed.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Groups, one of which is needed (unknown groups, as in an Entra overage, never match).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Tenants accepted.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Subjects accepted: exact, or globs (`system:serviceaccount:payments:*`).
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Conditions on claims by path.
+    #[serde(default)]
+    pub claims: Vec<ClaimCondition>,
+    /// At least one of these requirements must hold.
+    #[serde(default)]
+    pub any_of: Vec<Requirement>,
+    /// All of these requirements must hold.
+    #[serde(default)]
+    pub all_of: Vec<Requirement>,
+}
+
+/// A condition on one claim. Exactly one of `equals`, `one_of`, `prefix`, `glob`, `present`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimCondition {
+    /// Dot-separated claim path (`realm_access.roles`, `kubernetes.io.namespace`).
+    pub path: String,
+    /// The claim equals this string (or, for a list claim, contains it).
+    #[serde(default)]
+    pub equals: Option<String>,
+    /// The claim equals (or contains) one of these.
+    #[serde(default)]
+    pub one_of: Vec<String>,
+    /// The claim starts with this.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The claim matches this glob (`*` any run of characters).
+    #[serde(default)]
+    pub glob: Option<String>,
+    /// The claim is present (`true`) or absent (`false`).
+    #[serde(default)]
+    pub present: Option<bool>,
 }
 
 /// Where an issuer's public keys come from, and how they are kept fresh. Exactly one source:

@@ -124,20 +124,78 @@ fn check_routes(config: &Config, errors: &mut Errors) {
                 );
             }
         }
-        for (i, id) in route.require.issuers.iter().enumerate() {
-            if !known.contains(id.as_str()) {
+        check_requirement(&route.require, &known, &format!("{at}.require"), errors);
+        if route.allow_anonymous && route.require != super::Requirement::default() {
+            errors.push(
+                format!("{at}.allow_anonymous"),
+                "cannot be combined with require: an anonymous request has no token to check",
+            );
+        }
+        for (i, path) in route.matches.paths.iter().enumerate() {
+            if !path.starts_with('/') && !path.starts_with('*') {
+                errors.push(format!("{at}.match.paths[{i}]"), "must start with / or *");
+            }
+        }
+        for (i, method) in route.matches.methods.iter().enumerate() {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
                 errors.push(
-                    format!("{at}.require.issuers[{i}]"),
-                    format!("{id:?} is not the id of a configured issuer"),
+                    format!("{at}.match.methods[{i}]"),
+                    format!("must be an upper-case HTTP method (got {method:?})"),
                 );
             }
         }
-        if route.allow_anonymous && !route.require.issuers.is_empty() {
+    }
+}
+
+fn check_requirement(
+    requirement: &super::Requirement,
+    known: &HashSet<&str>,
+    at: &str,
+    errors: &mut Errors,
+) {
+    for (i, id) in requirement.issuers.iter().enumerate() {
+        if !known.contains(id.as_str()) {
             errors.push(
-                format!("{at}.allow_anonymous"),
-                "cannot be combined with require.issuers: an anonymous request has no issuer",
+                format!("{at}.issuers[{i}]"),
+                format!("{id:?} is not the id of a configured issuer"),
             );
         }
+    }
+    // RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`.
+    for (i, scope) in requirement.scopes.iter().enumerate() {
+        let valid = !scope.is_empty()
+            && scope
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+        if !valid {
+            errors.push(
+                format!("{at}.scopes[{i}]"),
+                "must be a scope token: printable ASCII without spaces, '\"' or '\\'",
+            );
+        }
+    }
+    for (i, condition) in requirement.claims.iter().enumerate() {
+        let path = format!("{at}.claims[{i}]");
+        if condition.path.is_empty() {
+            errors.push(format!("{path}.path"), "must not be empty");
+        }
+        let tests = usize::from(condition.equals.is_some())
+            + usize::from(!condition.one_of.is_empty())
+            + usize::from(condition.prefix.is_some())
+            + usize::from(condition.glob.is_some())
+            + usize::from(condition.present.is_some());
+        if tests != 1 {
+            errors.push(
+                path,
+                "set exactly one of equals, one_of, prefix, glob or present",
+            );
+        }
+    }
+    for (i, nested) in requirement.any_of.iter().enumerate() {
+        check_requirement(nested, known, &format!("{at}.any_of[{i}]"), errors);
+    }
+    for (i, nested) in requirement.all_of.iter().enumerate() {
+        check_requirement(nested, known, &format!("{at}.all_of[{i}]"), errors);
     }
 }
 
@@ -579,7 +637,7 @@ issuers:
                 "routes[0].require.issuers[0]: \"cognito\" is not the id of a configured issuer",
                 "routes[1].name: duplicates routes[0].name \"api\"",
                 "routes[1].match.context_extensions.api: must not be empty",
-                "routes[1].allow_anonymous: cannot be combined with require.issuers: an anonymous request has no issuer",
+                "routes[1].allow_anonymous: cannot be combined with require: an anonymous request has no token to check",
                 "routes[2].name: must be 1-64 characters of [a-z0-9_-] (got \"Bad Name\")",
             ]
         );

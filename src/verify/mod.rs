@@ -143,7 +143,7 @@ pub struct VerifiedToken {
     /// `exp`, seconds since the epoch.
     pub expires_at: i64,
     /// The normalized identity.
-    pub identity: Identity,
+    pub identity: Box<Identity>,
     /// All claims, for later phases (authorization, headers).
     pub claims: Map<String, Value>,
 }
@@ -215,12 +215,12 @@ impl IssuerRegistry {
             });
         match checked {
             Ok(valid) => Ok(VerifiedToken {
-                identity: Identity::from_claims(
+                identity: Box::new(Identity::from_claims(
                     &issuer.id,
                     &valid.subject,
                     &issuer.profile,
                     &claims,
-                ),
+                )),
                 issuer: Arc::clone(issuer),
                 subject: valid.subject,
                 expires_at: valid.expires_at,

@@ -7,10 +7,17 @@
 //! misses its requirements with 403. Without configured routes there is one catch-all route
 //! that accepts any issuer and treats a missing credential as `default_decision` says.
 //!
-//! Depends on [`crate::verify`] (the verified token), [`crate::config`] and [`crate::reason`].
+//! Depends on [`crate::verify`] (the verified token), [`crate::identity`], [`crate::config`] and
+//! [`crate::reason`].
+
+mod pattern;
+mod requirement;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+pub use pattern::{Glob, HostPattern};
+pub use requirement::{Requirement, Unmet};
 
 use crate::config::{Config, DefaultDecision, RouteConfig};
 use crate::reason::{Reason, Rejection};
@@ -39,8 +46,16 @@ pub enum Decision {
 /// The request attributes routes match on (borrowed from the CheckRequest).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestFacts<'a> {
+    /// `:authority`, possibly with a port.
+    pub host: &'a str,
+    /// `:path`, possibly with a query.
+    pub path: &'a str,
+    /// `:method`.
+    pub method: &'a str,
     /// Envoy's per-route `context_extensions`.
     pub context_extensions: Option<&'a HashMap<String, String>>,
+    /// The mTLS peer principal (`source.principal`).
+    pub principal: &'a str,
 }
 
 impl RequestFacts<'_> {
@@ -53,36 +68,61 @@ impl RequestFacts<'_> {
 #[derive(Debug)]
 struct Route {
     name: Arc<str>,
+    hosts: Vec<HostPattern>,
+    paths: Vec<Glob>,
+    methods: Vec<String>,
     context_extensions: Vec<(String, String)>,
+    principals: Vec<Glob>,
     allow_anonymous: bool,
-    /// Accepted issuer ids; empty accepts all.
-    issuers: Vec<Arc<str>>,
+    requirement: Requirement,
+}
+
+/// `host` without its port (`[::1]:8080` → `[::1]`).
+fn without_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(at) if !host.get(at..).unwrap_or_default().contains(']') => {
+            host.get(..at).unwrap_or(host)
+        }
+        _ => host,
+    }
+}
+
+/// `path` without query or fragment.
+fn without_query(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or(path)
 }
 
 impl Route {
     fn compile(config: &RouteConfig) -> Self {
+        let m = &config.matches;
         Self {
             name: Arc::from(config.name.as_str()),
-            context_extensions: config
-                .matches
+            hosts: m.hosts.iter().map(|h| HostPattern::new(h)).collect(),
+            paths: m.paths.iter().map(|p| Glob::new(p)).collect(),
+            methods: m.methods.iter().map(|v| v.to_ascii_uppercase()).collect(),
+            context_extensions: m
                 .context_extensions
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            principals: m.principals.iter().map(|p| Glob::new(p)).collect(),
             allow_anonymous: config.allow_anonymous,
-            issuers: config
-                .require
-                .issuers
-                .iter()
-                .map(|id| Arc::from(id.as_str()))
-                .collect(),
+            requirement: Requirement::compile(&config.require),
         }
     }
 
     fn matches(&self, facts: &RequestFacts<'_>) -> bool {
-        self.context_extensions
-            .iter()
-            .all(|(key, value)| facts.context_extension(key) == Some(value.as_str()))
+        let host = without_port(facts.host);
+        let path = without_query(facts.path);
+        (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
+            && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path)))
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == facts.method))
+            && (self.principals.is_empty()
+                || self.principals.iter().any(|p| p.matches(facts.principal)))
+            && self
+                .context_extensions
+                .iter()
+                .all(|(key, value)| facts.context_extension(key) == Some(value.as_str()))
     }
 
     fn decide(&self, authentication: Authentication) -> Decision {
@@ -96,20 +136,20 @@ impl Route {
                     self.name
                 ),
             )),
-            Authentication::Verified(token) => {
-                if self.issuers.is_empty() || self.issuers.contains(&token.issuer.id) {
-                    Decision::Allow(Some(token))
-                } else {
-                    let issuer = Arc::clone(&token.issuer.id);
-                    Decision::Deny(
-                        Rejection::new(
-                            Reason::RequirementNotMet,
-                            format!("route {} does not accept issuer {issuer}", self.name),
-                        )
-                        .for_issuer(&issuer),
+            Authentication::Verified(token) => match self.requirement.check(&token) {
+                Ok(()) => Decision::Allow(Some(token)),
+                Err(unmet) => {
+                    let mut rejection = Rejection::new(
+                        Reason::RequirementNotMet,
+                        format!("route {}: {}", self.name, unmet.condition),
                     )
+                    .for_issuer(&token.issuer.id);
+                    if !unmet.scopes.is_empty() {
+                        rejection = rejection.needing_scope(unmet.scopes.join(" "));
+                    }
+                    Decision::Deny(rejection)
                 }
-            }
+            },
         }
     }
 }
@@ -140,9 +180,13 @@ impl Authorizer {
             Some(routes) => routes.iter().map(Route::compile).collect(),
             None => vec![Route {
                 name: Arc::from(CATCH_ALL),
+                hosts: Vec::new(),
+                paths: Vec::new(),
+                methods: Vec::new(),
                 context_extensions: Vec::new(),
+                principals: Vec::new(),
                 allow_anonymous: config.default_decision == DefaultDecision::Allow,
-                issuers: Vec::new(),
+                requirement: Requirement::default(),
             }],
         };
         Self {
@@ -234,6 +278,7 @@ mod tests {
         let verdict = authz.decide(
             &RequestFacts {
                 context_extensions: Some(&health),
+                ..RequestFacts::default()
             },
             Authentication::Missing,
         );
@@ -245,6 +290,7 @@ mod tests {
         let verdict = authz.decide(
             &RequestFacts {
                 context_extensions: Some(&partial),
+                ..RequestFacts::default()
             },
             Authentication::Missing,
         );
@@ -255,6 +301,7 @@ mod tests {
         let verdict = authz.decide(
             &RequestFacts {
                 context_extensions: Some(&full),
+                ..RequestFacts::default()
             },
             Authentication::Missing,
         );
@@ -266,10 +313,52 @@ mod tests {
         let verdict = authz.decide(
             &RequestFacts {
                 context_extensions: Some(&health),
+                ..RequestFacts::default()
             },
             failed,
         );
         assert_eq!(reason(&verdict), Some(Reason::SignatureInvalid));
+    }
+
+    #[test]
+    fn routes_match_host_path_method_and_principal() {
+        let authz = authorizer(
+            "routes:\n  - {name: admin, match: {hosts: ['*.example.com'], paths: ['/admin/*'], methods: [POST], principals: ['spiffe://td/ns/ops/*']}, allow_anonymous: true}\n  - {name: health, match: {paths: [/healthz]}, allow_anonymous: true}\n",
+        );
+        let route = |host, path, method, principal| {
+            let facts = RequestFacts {
+                host,
+                path,
+                method,
+                principal,
+                ..RequestFacts::default()
+            };
+            authz
+                .decide(&facts, Authentication::Missing)
+                .route
+                .map(|r| r.to_string())
+        };
+        let ops = "spiffe://td/ns/ops/sa/deployer";
+        assert_eq!(
+            route("api.example.com:8443", "/admin/users?x=1", "POST", ops).as_deref(),
+            Some("admin")
+        );
+        assert_eq!(route("example.com", "/admin/users", "POST", ops), None);
+        assert_eq!(route("api.example.com", "/admin/users", "GET", ops), None);
+        assert_eq!(
+            route(
+                "api.example.com",
+                "/admin/users",
+                "POST",
+                "spiffe://td/ns/dev/sa/x"
+            ),
+            None
+        );
+        assert_eq!(
+            route("any", "/healthz?probe=1", "GET", "").as_deref(),
+            Some("health")
+        );
+        assert_eq!(route("any", "/healthz/x", "GET", ""), None);
     }
 
     #[test]
