@@ -78,7 +78,7 @@ impl Pipeline {
             extractor: Extractor::new(&locations),
             issuers: IssuerRegistry::new(issuers, config.max_token_bytes),
             authorizer: Authorizer::new(config),
-            responder: Responder::new(&config.response),
+            responder: Responder::new(config),
         }
     }
 

@@ -30,6 +30,13 @@ impl Setup {
         let k8s = TestIssuer::es256(K8S, "k1");
         let yaml = format!(
             r#"
+response:
+  identity_header: x-auth-identity
+  headers:
+    x-auth-email: "{{email}}"
+    x-auth-tenant: "{{tenant}}"
+    x-auth-scopes: "{{scopes}}"
+    x-auth-service-account: "{{attributes.service_account}}"
 issuers:
   - {{ id: entra, issuer: "{ENTRA}", profile: entra, audiences: [api-orders], keys: {{ jwks: {entra_jwks} }} }}
   - {{ id: cognito, issuer: "{COGNITO}", profile: cognito, audience_claim: client_id, audiences: [app-client],
@@ -52,6 +59,7 @@ routes:
         - {{ issuers: [entra], scopes: [Orders.Read] }}
         - {{ issuers: [cognito], scopes: [orders/read] }}
         - {{ issuers: [k8s], subjects: ["system:serviceaccount:payments:*"] }}
+    headers: {{ x-auth-route: "orders-read via {{client}}" }}
   - name: admin
     match: {{ paths: ["/admin/*"] }}
     require: {{ issuers: [entra], groups: [ops-admins], claims: [{{ path: tid, equals: t1 }}] }}
@@ -246,4 +254,84 @@ fn group_requirements_treat_overage_as_unknown() {
         reason(&s.check("GET", "x", "/admin/users", Some(&other))),
         "requirement_not_met"
     );
+}
+
+/// The upstream headers an allow response sets, and the ones it removes.
+fn mutations(
+    response: &fedauthz::proto::auth::CheckResponse,
+) -> (Vec<(String, String)>, Vec<String>) {
+    use fedauthz::proto::auth::check_response::HttpResponse;
+    let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+        panic!("not an allow: {response:?}")
+    };
+    let set = ok
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .map(|h| (h.key.clone(), h.value.clone()))
+        .collect();
+    (set, ok.headers_to_remove.clone())
+}
+
+#[test]
+fn identity_headers_come_from_templates_and_every_settable_header_is_scrubbed() {
+    use base64::Engine as _;
+    let s = Setup::new();
+    let token = s.entra(
+        json!({"scp": "Orders.Read Orders.Write", "email": "alice@contoso.com", "azp": "web"}),
+    );
+    let response = s.check("GET", "api.example.com", "/orders", Some(&token));
+    let (set, removed) = mutations(&response);
+    let get = |name: &str| set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    assert_eq!(get("x-auth-subject"), Some("alice"));
+    assert_eq!(get("x-auth-issuer"), Some("entra"));
+    assert_eq!(get("x-auth-email"), Some("alice@contoso.com"));
+    assert_eq!(get("x-auth-tenant"), Some("t1"));
+    assert_eq!(get("x-auth-scopes"), Some("Orders.Read Orders.Write"));
+    assert_eq!(get("x-auth-route"), Some("orders-read via web"));
+    let identity = get("x-auth-identity").expect("identity header");
+    let identity: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(identity)
+            .expect("base64url"),
+    )
+    .expect("JSON");
+    assert_eq!(identity["issuer"], "entra");
+    assert_eq!(identity["scopes"], json!(["Orders.Read", "Orders.Write"]));
+    // No service account in an Entra token: that header is removed, not left to the client.
+    assert!(get("x-auth-service-account").is_none());
+    assert!(
+        removed.contains(&"x-auth-service-account".to_owned()),
+        "{removed:?}"
+    );
+
+    // A Kubernetes token on the same route: its own attributes.
+    let response = s.check(
+        "GET",
+        "api.example.com",
+        "/orders",
+        Some(&s.k8s("payments")),
+    );
+    let (set, _) = mutations(&response);
+    assert!(set.contains(&("x-auth-service-account".to_owned(), "api".to_owned())));
+
+    // Anonymous route: every header fedauthz could set is removed.
+    let response = s.check("GET", "any", "/healthz", None);
+    let (set, removed) = mutations(&response);
+    assert!(set.is_empty());
+    for name in [
+        "x-auth-subject",
+        "x-auth-issuer",
+        "x-auth-email",
+        "x-auth-tenant",
+        "x-auth-scopes",
+        "x-auth-service-account",
+        "x-auth-identity",
+        "x-auth-route",
+    ] {
+        assert!(
+            removed.contains(&name.to_owned()),
+            "{name} not removed: {removed:?}"
+        );
+    }
 }

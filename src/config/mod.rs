@@ -102,6 +102,14 @@ pub struct ResponseConfig {
     /// Remove the header that carried the credential before the request goes upstream.
     #[serde(default = "default_true")]
     pub remove_credential: bool,
+    /// More upstream headers, name → template (`{email}`, `{tenant}`, `{scopes}`,
+    /// `{attributes.repository}`, `{claims.some.path}`, …). A header whose template has no
+    /// value for a token is removed instead.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Header carrying the whole normalized identity as base64url JSON.
+    #[serde(default)]
+    pub identity_header: Option<String>,
 }
 
 impl Default for ResponseConfig {
@@ -110,6 +118,8 @@ impl Default for ResponseConfig {
             realm: default_realm(),
             identity_headers: IdentityHeaders::default(),
             remove_credential: true,
+            headers: BTreeMap::new(),
+            identity_header: None,
         }
     }
 }
@@ -216,6 +226,10 @@ pub struct RouteConfig {
     /// What a verified token must satisfy on this route.
     #[serde(default)]
     pub require: Requirement,
+    /// Extra upstream headers for requests this route allows, name → template (as
+    /// `response.headers`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Request attributes a route matches on; every listed condition must hold, and a list matches

@@ -240,6 +240,60 @@ fn check_response(config: &Config, errors: &mut Errors) {
             "must differ from response.identity_headers.subject",
         );
     }
+    let reserved = [
+        headers.subject.to_ascii_lowercase(),
+        headers.issuer.to_ascii_lowercase(),
+    ];
+    check_templates(&response.headers, &reserved, "response.headers", errors);
+    if let Some(name) = &response.identity_header {
+        if let Err(why) = check_header_name(name) {
+            errors.push("response.identity_header", why);
+        } else if reserved.contains(&name.to_ascii_lowercase())
+            || response
+                .headers
+                .keys()
+                .any(|h| h.eq_ignore_ascii_case(name))
+        {
+            errors.push(
+                "response.identity_header",
+                format!("{name:?} is already set by another setting"),
+            );
+        }
+    }
+    if let Some(routes) = &config.routes {
+        for (i, route) in routes.iter().enumerate() {
+            check_templates(
+                &route.headers,
+                &reserved,
+                &format!("routes[{i}].headers"),
+                errors,
+            );
+        }
+    }
+}
+
+/// Header templates: valid names that no other setting owns, and templates that parse.
+fn check_templates(
+    templates: &std::collections::BTreeMap<String, String>,
+    reserved: &[String],
+    at: &str,
+    errors: &mut Errors,
+) {
+    for (name, template) in templates {
+        let path = format!("{at}.{name}");
+        if let Err(why) = check_header_name(name) {
+            errors.push(path, why);
+        } else if reserved.contains(&name.to_ascii_lowercase())
+            || matches!(
+                name.to_ascii_lowercase().as_str(),
+                "authorization" | "host" | "cookie"
+            )
+        {
+            errors.push(path, format!("{name:?} cannot be set here"));
+        } else if let Err(why) = crate::response::Template::parse(template) {
+            errors.push(path, format!("template {template:?} {why}"));
+        }
+    }
 }
 
 fn check_issuer(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {

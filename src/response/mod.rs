@@ -8,12 +8,19 @@
 //! check through (envoy-ext-authz.md §6). Depends on [`crate::authz`], [`crate::proto`] and
 //! [`crate::reason`].
 
-use std::collections::BTreeMap;
+mod template;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+pub use template::Template;
 
 use prost_types::{Struct, Value as PbValue, value::Kind};
 
 use crate::authz::Decision;
-use crate::config::ResponseConfig;
+use crate::config::{Config, ResponseConfig};
 use crate::proto::auth::{
     CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response::HttpResponse,
 };
@@ -78,6 +85,9 @@ impl Challenge {
     }
 }
 
+/// Headers set from templates.
+type Templates = Vec<(String, Template)>;
+
 /// Builds `CheckResponse`s.
 #[derive(Debug, Clone)]
 pub struct Responder {
@@ -85,16 +95,62 @@ pub struct Responder {
     subject_header: String,
     issuer_header: String,
     remove_credential: bool,
+    headers: Templates,
+    identity_header: Option<String>,
+    route_headers: HashMap<String, Templates>,
+    /// Every header fedauthz may set: each is removed from requests that do not get it set,
+    /// so a client-sent copy never reaches the upstream.
+    settable: BTreeSet<String>,
+}
+
+fn compile(templates: &BTreeMap<String, String>) -> Templates {
+    templates
+        .iter()
+        .filter_map(|(name, text)| Some((name.to_ascii_lowercase(), Template::parse(text).ok()?)))
+        .collect()
 }
 
 impl Responder {
-    /// A responder shaped by `config` (already validated).
-    pub fn new(config: &ResponseConfig) -> Self {
+    /// A responder shaped by the response settings of `config` (already validated).
+    pub fn new(config: &Config) -> Self {
+        Self::with_routes(
+            &config.response,
+            config.routes.as_deref().unwrap_or_default(),
+        )
+    }
+
+    /// A responder for `response` settings and per-route headers of `routes`.
+    pub fn with_routes(response: &ResponseConfig, routes: &[crate::config::RouteConfig]) -> Self {
+        let headers = compile(&response.headers);
+        let route_headers: HashMap<String, Templates> = routes
+            .iter()
+            .filter(|route| !route.headers.is_empty())
+            .map(|route| (route.name.clone(), compile(&route.headers)))
+            .collect();
+        let identity_header = response
+            .identity_header
+            .as_ref()
+            .map(|h| h.to_ascii_lowercase());
+        let subject_header = response.identity_headers.subject.to_ascii_lowercase();
+        let issuer_header = response.identity_headers.issuer.to_ascii_lowercase();
+        let mut settable: BTreeSet<String> = [subject_header.clone(), issuer_header.clone()].into();
+        settable.extend(headers.iter().map(|(name, _)| name.clone()));
+        settable.extend(identity_header.iter().cloned());
+        settable.extend(
+            route_headers
+                .values()
+                .flatten()
+                .map(|(name, _)| name.clone()),
+        );
         Self {
-            realm: config.realm.clone(),
-            subject_header: config.identity_headers.subject.to_ascii_lowercase(),
-            issuer_header: config.identity_headers.issuer.to_ascii_lowercase(),
-            remove_credential: config.remove_credential,
+            realm: response.realm.clone(),
+            subject_header,
+            issuer_header,
+            remove_credential: response.remove_credential,
+            headers,
+            identity_header,
+            route_headers,
+            settable,
         }
     }
 
@@ -106,7 +162,7 @@ impl Responder {
         route: Option<&str>,
     ) -> CheckResponse {
         let mut response = match decision {
-            Decision::Allow(token) => self.allow(token.as_ref(), credential_header),
+            Decision::Allow(token) => self.allow(token.as_ref(), credential_header, route),
             Decision::Deny(rejection) => self.deny(rejection),
         };
         if let (Some(route), Some(metadata)) = (route, response.dynamic_metadata.as_mut()) {
@@ -119,9 +175,9 @@ impl Responder {
         &self,
         token: Option<&VerifiedToken>,
         credential_header: Option<&str>,
+        route: Option<&str>,
     ) -> CheckResponse {
         let mut headers = Vec::new();
-        let mut headers_to_remove = Vec::new();
         let mut metadata = BTreeMap::new();
         metadata.insert("decision".to_owned(), string("allow"));
         match token {
@@ -129,17 +185,40 @@ impl Responder {
                 // Set with append=false: overwrites a client-sent copy (anti-spoofing).
                 headers.push(set_header(&self.subject_header, &token.subject));
                 headers.push(set_header(&self.issuer_header, &token.issuer.id));
+                let route_headers = route.and_then(|r| self.route_headers.get(r));
+                for (name, template) in self
+                    .headers
+                    .iter()
+                    .chain(route_headers.into_iter().flatten())
+                {
+                    if let Some(value) = template.render(token) {
+                        headers.push(set_header(name, &value));
+                    }
+                }
+                if let Some(name) = &self.identity_header
+                    && let Ok(json) = serde_json::to_vec(&*token.identity)
+                {
+                    headers.push(set_header(name, &URL_SAFE_NO_PAD.encode(json)));
+                }
                 metadata.insert("reason".to_owned(), string("token_valid"));
                 metadata.insert("issuer".to_owned(), string(&token.issuer.id));
                 metadata.insert("subject".to_owned(), string(&token.subject));
             }
             None => {
-                // Nobody was authenticated: no identity header may reach the upstream.
-                headers_to_remove.push(self.subject_header.clone());
-                headers_to_remove.push(self.issuer_header.clone());
                 metadata.insert("reason".to_owned(), string("anonymous"));
             }
         }
+        // Whatever fedauthz could set but did not set now must not arrive from the client.
+        let mut headers_to_remove: Vec<String> = self
+            .settable
+            .iter()
+            .filter(|name| {
+                !headers
+                    .iter()
+                    .any(|h| h.header.as_ref().is_some_and(|h| &h.key == *name))
+            })
+            .cloned()
+            .collect();
         if self.remove_credential
             && let Some(name) = credential_header
         {
@@ -246,7 +325,7 @@ mod tests {
     use super::*;
 
     fn responder() -> Responder {
-        Responder::new(&ResponseConfig::default())
+        Responder::with_routes(&ResponseConfig::default(), &[])
     }
 
     fn denied(response: &CheckResponse) -> &DeniedHttpResponse {
@@ -359,7 +438,7 @@ mod tests {
             panic!()
         };
         assert!(ok.headers.is_empty());
-        assert_eq!(ok.headers_to_remove, ["x-auth-subject", "x-auth-issuer"]);
+        assert_eq!(ok.headers_to_remove, ["x-auth-issuer", "x-auth-subject"]);
         assert_eq!(meta(&r, "reason"), Some("anonymous"));
     }
 }
