@@ -162,13 +162,13 @@ struct Stack {
 }
 
 impl Stack {
+    /// The standard stack: issuer A (RS256, keys from the HTTPS JWKS server) and issuer B
+    /// (ES256, inline keys), routes admin / public / orders as deploy/envoy/envoy.yaml names them.
     async fn start(name: &'static str) -> Self {
-        let envoy_bin = envoy_binary();
         let dir = tempfile::tempdir().expect("tempdir");
         let a = TestIssuer::rs256("https://login.example.com/tenant/v2.0", "a-key-1");
         let b = TestIssuer::es256("https://partners.example.com/", "b-key-1");
         let jwks = JwksServer::start(Answer::Json(a.jwks().to_string())).await;
-        let echo = Echo::start().await;
 
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, &jwks.ca_pem).expect("write CA");
@@ -206,7 +206,20 @@ routes:
             ),
         )
         .expect("write fedauthz config");
+        Self::launch(name, dir, a, b, jwks).await
+    }
 
+    /// Starts the echo upstream, fedauthz on `dir/fedauthz.yaml` and Envoy.
+    async fn launch(
+        name: &'static str,
+        dir: tempfile::TempDir,
+        a: TestIssuer,
+        b: TestIssuer,
+        jwks: JwksServer,
+    ) -> Self {
+        let envoy_bin = envoy_binary();
+        let echo = Echo::start().await;
+        let config = dir.path().join("fedauthz.yaml");
         let fedauthz_grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let fedauthz = start_fedauthz(&config, fedauthz_grpc).await;
 
@@ -718,6 +731,160 @@ async fn envoy_fails_closed_while_fedauthz_is_down_and_recovers() {
     }
     let reply = stack.get(Protocol::Http2, "/orders", &[]).await;
     assert_eq!(reply.status, 401, "checks run again after recovery");
+}
+
+#[tokio::test]
+async fn the_orders_api_example_runs_through_envoy() {
+    // deploy/examples/orders-api.yaml as shipped, except that each issuer's keys are test keys.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/orders-api.yaml");
+    let mut config = fedauthz::config::load_file(&example).expect("the example loads");
+    let issuer_of = |id: &str| {
+        config
+            .issuers
+            .iter()
+            .find(|i| i.id == id)
+            .map(|i| i.issuer.clone())
+            .expect("issuer in the example")
+    };
+    let entra = TestIssuer::rs256(&issuer_of("entra"), "entra-1");
+    let cognito = TestIssuer::rs256(&issuer_of("cognito"), "cognito-1");
+    let cluster = TestIssuer::rs256(&issuer_of("cluster"), "cluster-1");
+    for issuer in &mut config.issuers {
+        let jwks = match issuer.id.as_str() {
+            "entra" => entra.jwks(),
+            "cognito" => cognito.jwks(),
+            _ => cluster.jwks(),
+        };
+        issuer.keys = Some(fedauthz::config::KeySource {
+            jwks: Some(jwks),
+            ..fedauthz::config::KeySource::default()
+        });
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // JSON is YAML: the edited configuration is written back as JSON.
+    std::fs::write(
+        dir.path().join("fedauthz.yaml"),
+        serde_json::to_string_pretty(&config).expect("serialize"),
+    )
+    .expect("write");
+    let jwks = JwksServer::start(Answer::Json(entra.jwks().to_string())).await;
+    let example_audience = |id: &str| {
+        config
+            .issuers
+            .iter()
+            .find(|i| i.id == id)
+            .and_then(|i| i.audiences.first().cloned())
+            .expect("audience")
+    };
+    let entra_token = |extra: Value| {
+        let mut claims = entra.claims("alice", &example_audience("entra"));
+        claims.insert("tid".into(), "11111111-2222-3333-4444-555555555555".into());
+        if let Value::Object(extra) = extra {
+            claims.extend(extra);
+        }
+        Stack::bearer(&entra.sign(&claims, json!({})))
+    };
+    let cognito_token = |scope: &str| {
+        let mut claims = cognito.claims("machine", "unused");
+        claims.remove("aud");
+        claims.insert("client_id".into(), example_audience("cognito").into());
+        claims.insert("token_use".into(), "access".into());
+        claims.insert("scope".into(), scope.into());
+        Stack::bearer(&cognito.sign(&claims, json!({})))
+    };
+    let cluster_token = |namespace: &str| {
+        let mut claims = cluster.claims(
+            &format!("system:serviceaccount:{namespace}:api"),
+            "orders-api",
+        );
+        claims.insert(
+            "kubernetes.io".into(),
+            json!({"namespace": namespace, "serviceaccount": {"name": "api", "uid": "u"}}),
+        );
+        Stack::bearer(&cluster.sign(&claims, json!({})))
+    };
+    let stack = Stack::launch(
+        "orders-example",
+        dir,
+        TestIssuer::rs256("https://unused.example", "x"),
+        TestIssuer::es256("https://unused2.example", "y"),
+        jwks,
+    )
+    .await;
+
+    let reader = entra_token(json!({"scp": "Orders.Read", "azp": "web-app"}));
+    let reply = stack
+        .get(Protocol::Http2, "/orders/7", &[("authorization", &reader)])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let upstream = reply.upstream.clone().expect("reached upstream");
+    assert_eq!(upstream.values("x-auth-issuer"), ["entra"]);
+    assert_eq!(
+        upstream.values("x-auth-tenant"),
+        ["11111111-2222-3333-4444-555555555555"]
+    );
+    assert_eq!(upstream.values("x-auth-client"), ["web-app"]);
+    assert_eq!(upstream.values("x-auth-identity").len(), 1);
+    assert_eq!(
+        stack.access_log(&reply).await["authz_reason"],
+        "token_valid"
+    );
+
+    let reply = stack
+        .get(
+            Protocol::Http1,
+            "/orders",
+            &[("authorization", &cognito_token("orders-api/read"))],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.upstream.expect("upstream").values("x-auth-client"),
+        [example_audience("cognito").as_str()]
+    );
+
+    let reply = stack
+        .get(
+            Protocol::Http1,
+            "/orders",
+            &[("authorization", &cluster_token("payments"))],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.upstream.expect("upstream").values("x-auth-tenant"),
+        ["payments"]
+    );
+
+    // Valid tokens without access are 403 insufficient_scope, and never reach the upstream.
+    for token in [
+        cluster_token("marketing"),
+        cognito_token("orders-api/write"),
+    ] {
+        let reply = stack
+            .get(Protocol::Http1, "/orders", &[("authorization", &token)])
+            .await;
+        assert_eq!(reply.status, 403, "{}", reply.body);
+        assert!(reply.upstream.is_none());
+        assert!(
+            reply
+                .header("www-authenticate")
+                .is_some_and(|c| c.contains("insufficient_scope"))
+        );
+    }
+    // Health is anonymous; other paths have no route.
+    assert_eq!(
+        stack.get(Protocol::Http1, "/healthz", &[]).await.status,
+        200
+    );
+    let reply = stack
+        .get(Protocol::Http1, "/private", &[("authorization", &reader)])
+        .await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(
+        stack.access_log(&reply).await["authz_reason"],
+        "no_route_matched"
+    );
 }
 
 #[test]
