@@ -139,15 +139,26 @@ impl Identity {
         let get = |path: &str| claim(claims, path);
         match profile {
             Profile::Generic(mappings) => {
-                let read = |path: &Option<String>| path.as_deref().and_then(get);
-                identity.tenant = read(&mappings.tenant).and_then(text);
-                identity.client = read(&mappings.client).and_then(text);
-                identity.scopes = read(&mappings.scopes).map(words).unwrap_or_default();
-                identity.roles = read(&mappings.roles).map(words).unwrap_or_default();
-                identity.groups =
-                    Groups::Known(read(&mappings.groups).map(words).unwrap_or_default());
+                // Unmapped fields fall back to the registered and common claim names.
+                let read = |path: &Option<String>, defaults: &[&str]| match path {
+                    Some(path) => get(path),
+                    None => defaults.iter().find_map(|name| get(name)),
+                };
+                identity.tenant = read(&mappings.tenant, &[]).and_then(text);
+                identity.client = read(&mappings.client, &["azp", "client_id"]).and_then(text);
+                identity.scopes = read(&mappings.scopes, &["scope", "scp"])
+                    .map(words)
+                    .unwrap_or_default();
+                identity.roles = read(&mappings.roles, &["roles"])
+                    .map(words)
+                    .unwrap_or_default();
+                identity.groups = Groups::Known(
+                    read(&mappings.groups, &["groups"])
+                        .map(words)
+                        .unwrap_or_default(),
+                );
                 if mappings.email.is_some() {
-                    identity.email = read(&mappings.email).and_then(text);
+                    identity.email = read(&mappings.email, &[]).and_then(text);
                 }
             }
             Profile::Entra => {
@@ -489,6 +500,14 @@ mod tests {
         assert_eq!(generic.scopes, ["x", "y"]);
         assert_eq!(generic.roles, ["r"]);
         assert_eq!(generic.email.as_deref(), Some("m@example.com"));
+        let defaults = normalize(
+            Profile::Generic(ClaimMappings::default()),
+            json!({"sub": "s", "scope": "a b", "roles": ["r"], "client_id": "c", "groups": "g"}),
+        );
+        assert_eq!(defaults.scopes, ["a", "b"]);
+        assert_eq!(defaults.roles, ["r"]);
+        assert_eq!(defaults.client.as_deref(), Some("c"));
+        assert_eq!(defaults.groups.known(), ["g"]);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod admin;
 pub mod authz;
 pub mod config;
 pub mod dev;
+pub mod explain;
 pub mod extract;
 pub mod identity;
 pub mod jose;

@@ -53,6 +53,34 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file.
     ConfigSchema,
+    /// Run one request through the pipeline of a configuration and print the decision trace.
+    Explain {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Bearer token, sent as `Authorization: Bearer <token>` (use --header for another
+        /// location).
+        #[arg(long)]
+        token: Option<String>,
+        /// HTTP method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Host.
+        #[arg(long, default_value = "localhost")]
+        host: String,
+        /// Path.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Request header NAME=VALUE (repeatable).
+        #[arg(long = "header", value_parser = parse_claim)]
+        headers: Vec<(String, String)>,
+        /// Envoy context extension KEY=VALUE (repeatable).
+        #[arg(long = "context", value_parser = parse_claim)]
+        context: Vec<(String, String)>,
+        /// mTLS peer principal.
+        #[arg(long, default_value = "")]
+        principal: String,
+    },
     /// Print a token signed by the dev issuer (accepted by `serve --dev`).
     DevToken {
         /// `sub` claim.
@@ -104,6 +132,31 @@ fn main() -> ExitCode {
             serve(config, dev, state_dir, grpc_listen, admin_listen)
         }
         Command::CheckConfig { file } => check_config(&file),
+        Command::Explain {
+            config,
+            token,
+            method,
+            host,
+            path,
+            headers,
+            context,
+            principal,
+        } => {
+            let mut request = fedauthz::explain::ExplainRequest {
+                method,
+                host,
+                path,
+                headers,
+                context_extensions: context.into_iter().collect(),
+                principal,
+            };
+            if let Some(token) = &token {
+                request
+                    .headers
+                    .push(("authorization".into(), format!("Bearer {token}")));
+            }
+            explain(&config, request, token.as_deref())
+        }
         Command::ConfigSchema => {
             println!("{}", config::json_schema());
             Ok(())
@@ -257,6 +310,44 @@ fn check_config(file: &Path) -> Result<(), String> {
         if config.issuers.len() == 1 { "" } else { "s" }
     );
     Ok(())
+}
+
+/// `explain`: loads the configuration (fetching keys when it must, up to 10 s), runs the
+/// request through the same check the server runs, and prints the trace.
+fn explain(
+    path: &Path,
+    request: fedauthz::explain::ExplainRequest,
+    token: Option<&str>,
+) -> Result<(), String> {
+    let config = config::load_file(path).map_err(|err| err.to_string())?;
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|err| format!("cannot start runtime: {err}"))?;
+    runtime.block_on(async move {
+        let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+        let generation =
+            fedauthz::pipeline::Generation::build(config, None, &changed).map_err(|errors| {
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !generation.is_ready() && tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline, changed.notified()).await;
+        }
+        if !generation.is_ready() {
+            eprintln!(
+                "fedauthz: warning: no keys yet for {}",
+                generation.keys.missing().join(", ")
+            );
+        }
+        let checked =
+            fedauthz::service::check_detailed(&generation.pipeline, &request.to_check_request())
+                .await;
+        print!("{}", fedauthz::explain::render(&request, token, &checked));
+        Ok(())
+    })
 }
 
 fn dev_token(state_dir: Option<PathBuf>, request: DevTokenRequest) -> Result<(), String> {

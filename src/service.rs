@@ -95,6 +95,13 @@ pub fn check(pipeline: &Pipeline, request: &CheckRequest, now: i64) -> CheckResp
 /// Like [`check`], but when the token names a kid its issuer's keys lack, asks the issuer's
 /// key store for a refresh (single-flight, rate-limited, bounded wait) and checks once more.
 pub async fn check_refreshing(pipeline: &Pipeline, request: &CheckRequest) -> CheckResponse {
+    let checked = check_detailed(pipeline, request).await;
+    finish(checked, &RequestHeaders::of(request))
+}
+
+/// The check of [`check_refreshing`], with the decision and route behind its response and
+/// without logging (`fedauthz explain` prints them instead).
+pub async fn check_detailed(pipeline: &Pipeline, request: &CheckRequest) -> Checked {
     let headers = RequestHeaders::of(request);
     let facts = facts(request);
     let mut checked = pipeline.check(&headers, &facts, unix_now());
@@ -103,7 +110,7 @@ pub async fn check_refreshing(pipeline: &Pipeline, request: &CheckRequest) -> Ch
     {
         checked = pipeline.check(&headers, &facts, unix_now());
     }
-    finish(checked, &headers)
+    checked
 }
 
 fn facts(request: &CheckRequest) -> RequestFacts<'_> {

@@ -260,3 +260,70 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
     server.wait_for("SIGINT received");
     assert!(server.wait_exit().success());
 }
+
+#[test]
+fn explain_prints_the_trace_without_the_token() {
+    let issuer = TestIssuer::es256("https://idp.example.com", "k1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "issuers:\n  - id: idp\n    issuer: https://idp.example.com\n    audiences: [orders]\n    keys: {{ jwks: {} }}\nroutes:\n  - name: orders\n    match: {{ paths: [\"/orders*\"] }}\n    require: {{ scopes: [orders:read] }}\n",
+            issuer.jwks()
+        ),
+    )
+    .expect("write");
+    let explain = |token: &str| {
+        let output = fedauthz()
+            .args(["explain", "--config"])
+            .arg(&file)
+            .args([
+                "--token",
+                token,
+                "--host",
+                "api.example.com",
+                "--path",
+                "/orders/7",
+            ])
+            .output()
+            .expect("run");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8")
+    };
+    let mut claims = issuer.claims("alice", "orders");
+    claims.insert("scope".into(), "orders:read".into());
+    let token = issuer.sign(&claims, serde_json::json!({}));
+    let trace = explain(&token);
+    assert!(trace.contains("  signature    ok"), "{trace}");
+    assert!(trace.contains("  requirements ok"), "{trace}");
+    assert!(trace.contains("route:   orders"), "{trace}");
+    assert!(trace.contains("\"subject\": \"alice\""), "{trace}");
+    assert!(trace.contains("answer:  ALLOW"), "{trace}");
+    let signature = token.rsplit('.').next().expect("signature");
+    assert!(
+        !trace.contains(signature) && !trace.contains(&token),
+        "the token leaked"
+    );
+
+    let without_scope = issuer.token("alice", "orders");
+    let trace = explain(&without_scope);
+    assert!(
+        trace.contains("  requirements FAILED  requirement_not_met"),
+        "{trace}"
+    );
+    assert!(trace.contains("answer:  DENY 403"), "{trace}");
+    assert!(trace.contains("scope=\"orders:read\""), "{trace}");
+
+    let (input, _) = token.rsplit_once('.').expect("3 parts");
+    let trace = explain(&format!("{input}.AAAA"));
+    assert!(
+        trace.contains("  signature    FAILED  signature_invalid"),
+        "{trace}"
+    );
+    assert!(trace.contains("  claims       not reached"), "{trace}");
+}

@@ -493,7 +493,8 @@ pub enum ProfileName {
 }
 
 /// Claim paths the `generic` profile reads. A claim may be a string (space-separated for lists)
-/// or an array of strings.
+/// or an array of strings. Unset fields read the usual claims: client `azp` or `client_id`,
+/// scopes `scope` or `scp`, roles `roles`, groups `groups`, email `email`; no tenant.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimMappings {
