@@ -50,7 +50,7 @@ impl Pipeline {
         let mut issuers = Vec::with_capacity(config.issuers.len());
         for issuer in &config.issuers {
             let mut accepted = LocationSet::default();
-            for location in &issuer.token_locations {
+            for location in &issuer.locations() {
                 let index = match locations.iter().position(|known| known == location) {
                     Some(index) => index,
                     None => {
@@ -72,6 +72,8 @@ impl Pipeline {
                 tenancy: Tenancy::new(&issuer.issuer, &issuer.tenants, issuer.any_tenant),
                 accept_padded: issuer.accept_padded_tokens,
                 profile: Profile::new(issuer.profile, &issuer.claim_mappings),
+                aliases: issuer.issuer_aliases(),
+                alb_signers: issuer.alb_signers.clone(),
             }));
         }
         Self {

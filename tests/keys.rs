@@ -335,13 +335,20 @@ async fn tenant_templates_bind_iss_tid_and_key_issuer() {
     );
 }
 
-/// An AWS ALB-shaped token: ES256, a UUID kid, `=`-padded segments, signed over the padded bytes.
+const ALB_ARN: &str =
+    "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/web/abc";
+
+/// An AWS ALB-shaped token: ES256, a UUID kid, `iss`/`exp`/`signer`/`client` in the header, the
+/// IdP's userinfo as payload, `=`-padded segments, signed over the padded bytes.
 fn alb_token(signer: &dyn josekit::jws::JwsSigner, kid: &str, iss: &str) -> String {
+    alb_token_from(signer, kid, iss, ALB_ARN)
+}
+
+fn alb_token_from(signer: &dyn josekit::jws::JwsSigner, kid: &str, iss: &str, arn: &str) -> String {
     let now = common::now();
     let header = json!({ "alg": "ES256", "kid": kid, "typ": "JWT", "iss": iss,
-        "client": "client-1", "signer": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/web/abc", "exp": now + 120 });
-    let payload =
-        json!({ "sub": "alice", "email": "alice@example.com", "iss": iss, "exp": now + 120 });
+        "client": "client-1", "signer": arn, "exp": now + 120 });
+    let payload = json!({ "sub": "alice", "email": "alice@example.com" });
     let input = format!(
         "{}.{}",
         URL_SAFE.encode(header.to_string()),
@@ -369,7 +376,7 @@ async fn alb_tokens_verify_with_per_kid_pem_keys() {
     );
     let iss = "https://idp.example";
     let yaml = format!(
-        "issuers:\n  - id: alb\n    issuer: {iss}\n    algorithms: [ES256]\n    accept_padded_tokens: true\n    skip_audience_check: \"ALB userinfo tokens carry no aud\"\n    token_locations: [{{ header: x-amzn-oidc-data }}]\n    keys: {{ pem_uri_template: \"{}\", insecure_http: true, unknown_kid_interval: 1s, unknown_kid_wait: 3s }}\n",
+        "issuers:\n  - id: alb\n    issuer: {iss}\n    profile: aws-alb\n    alb_signers: [\"{ALB_ARN}\"]\n    algorithms: [ES256]\n    accept_padded_tokens: true\n    audience_claim: client\n    audiences: [client-1]\n    keys: {{ pem_uri_template: \"{}\", insecure_http: true, unknown_kid_interval: 1s, unknown_kid_wait: 3s }}\n",
         keys.url("/{kid}")
     );
     let server = RunningServer::start(&yaml).await;
@@ -387,6 +394,24 @@ async fn alb_tokens_verify_with_per_kid_pem_keys() {
         1,
         "a kid's key is fetched once"
     );
+
+    // Another load balancer's token (same key service) is refused.
+    let other = alb_token_from(
+        &signer,
+        kid,
+        iss,
+        "arn:aws:elasticloadbalancing:eu-west-1:999999999999:loadbalancer/app/evil/1",
+    );
+    let response = client.check(alb(&other)).await.expect("rpc").into_inner();
+    assert_eq!(reason(&response), "claim_mismatch");
+    // The token is only read from the ALB's header (the profile's default location):
+    // in Authorization it is not looked for at all.
+    let response = client
+        .check(bearer(&token))
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert_eq!(reason(&response), "token_missing");
 
     // Stripping the padding changes the signed bytes: the signature no longer verifies.
     let stripped: String = token

@@ -335,3 +335,54 @@ fn identity_headers_come_from_templates_and_every_settable_header_is_scrubbed() 
         );
     }
 }
+
+#[test]
+fn profiles_bring_their_provider_locations_and_issuer_spellings() {
+    let google = TestIssuer::rs256("https://accounts.google.com", "g1");
+    let iap = TestIssuer::es256("https://cloud.google.com/iap", "i1");
+    let cloudflare = TestIssuer::rs256("https://team.cloudflareaccess.com", "c1");
+    let yaml = format!(
+        r#"
+issuers:
+  - {{ id: google, issuer: "https://accounts.google.com", profile: google, audiences: [web-client], keys: {{ jwks: {} }} }}
+  - {{ id: iap, issuer: "https://cloud.google.com/iap", profile: gcp-iap, audiences: [/projects/1/apps/demo], keys: {{ jwks: {} }} }}
+  - {{ id: cloudflare, issuer: "https://team.cloudflareaccess.com", profile: cloudflare-access, audiences: [aud-tag], keys: {{ jwks: {} }} }}
+"#,
+        google.jwks(),
+        iap.jwks(),
+        cloudflare.jwks()
+    );
+    let config = fedauthz::config::parse_yaml(&yaml, "profiles.yaml").expect("config");
+    let generation =
+        Generation::build(config, None, &Arc::new(tokio::sync::Notify::new())).expect("generation");
+    let check = |headers: &[(&str, &str)]| {
+        let response =
+            fedauthz::service::check(&generation.pipeline, &check_request(headers), common::now());
+        reason(&response).to_owned()
+    };
+
+    // Google signs with and without the scheme; both mean the same issuer.
+    let mut claims = google.claims("1234", "web-client");
+    claims.insert("iss".into(), "accounts.google.com".into());
+    let bare = format!("Bearer {}", google.sign(&claims, json!({})));
+    assert_eq!(check(&[("authorization", &bare)]), "token_valid");
+
+    // IAP tokens come in IAP's header, and only there.
+    let iap_token = iap.token("accounts.google.com:1234", "/projects/1/apps/demo");
+    assert_eq!(
+        check(&[("x-goog-iap-jwt-assertion", &iap_token)]),
+        "token_valid"
+    );
+    assert_eq!(
+        check(&[("authorization", &format!("Bearer {iap_token}"))]),
+        "token_location_not_allowed"
+    );
+
+    // Cloudflare Access: its header or its cookie.
+    let cf = cloudflare.token("user-1", "aud-tag");
+    assert_eq!(check(&[("cf-access-jwt-assertion", &cf)]), "token_valid");
+    assert_eq!(
+        check(&[("cookie", &format!("theme=dark; CF_Authorization={cf}"))]),
+        "token_valid"
+    );
+}

@@ -202,12 +202,59 @@ pub struct IssuerConfig {
     /// scopes, roles, groups, email).
     #[serde(default)]
     pub profile: ProfileName,
+    /// AWS ALB (`profile: aws-alb`): the load balancer ARNs accepted in the token header's
+    /// `signer`. Required for that profile: only your own load balancers may vouch for users.
+    #[serde(default)]
+    pub alb_signers: Vec<String>,
     /// Claim paths for the `generic` profile (dot-separated, e.g. `realm_access.roles`).
     #[serde(default)]
     pub claim_mappings: ClaimMappings,
-    /// Where this issuer's tokens may arrive. Default: `Authorization: Bearer`.
-    #[serde(default = "default_token_locations")]
+    /// Where this issuer's tokens may arrive. Empty (the default): where its profile's
+    /// provider sends them — `x-goog-iap-jwt-assertion` (gcp-iap), `x-amzn-oidc-data`
+    /// (aws-alb), `cf-access-jwt-assertion` or the `CF_Authorization` cookie
+    /// (cloudflare-access), else `Authorization: Bearer`.
+    #[serde(default)]
     pub token_locations: Vec<TokenLocation>,
+}
+
+impl IssuerConfig {
+    /// The token locations in effect: the configured ones, or the profile's default.
+    pub fn locations(&self) -> Vec<TokenLocation> {
+        if !self.token_locations.is_empty() {
+            return self.token_locations.clone();
+        }
+        let header = |name: &str| TokenLocation {
+            header: Some(name.into()),
+            prefix: None,
+            cookie: None,
+        };
+        match self.profile {
+            ProfileName::GcpIap => vec![header("x-goog-iap-jwt-assertion")],
+            ProfileName::AwsAlb => vec![header("x-amzn-oidc-data")],
+            ProfileName::CloudflareAccess => vec![
+                header("cf-access-jwt-assertion"),
+                TokenLocation {
+                    header: None,
+                    prefix: None,
+                    cookie: Some("CF_Authorization".into()),
+                },
+            ],
+            _ => vec![TokenLocation::bearer()],
+        }
+    }
+
+    /// Other `iss` spellings that mean this issuer (Google signs with and without `https://`).
+    pub fn issuer_aliases(&self) -> Vec<String> {
+        match (self.profile, self.issuer.as_str()) {
+            (ProfileName::Google, "https://accounts.google.com") => {
+                vec!["accounts.google.com".into()]
+            }
+            (ProfileName::Google, "accounts.google.com") => {
+                vec!["https://accounts.google.com".into()]
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// One route rule: which requests it covers and what they need.
@@ -631,9 +678,6 @@ fn default_max_bytes() -> usize {
 }
 fn default_file_check_interval() -> HumanDuration {
     HumanDuration::from_secs(5)
-}
-fn default_token_locations() -> Vec<TokenLocation> {
-    vec![TokenLocation::bearer()]
 }
 
 /// The JSON Schema of the configuration file, as pretty-printed JSON.

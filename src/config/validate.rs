@@ -48,18 +48,20 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
                 format!("duplicates issuers[{first}].id {:?}", issuer.id),
             );
         }
-        if let Some(first) = issuers.insert(issuer.issuer.as_str(), index) {
-            errors.push(
-                format!("{at}.issuer"),
-                format!("duplicates issuers[{first}].issuer {:?}", issuer.issuer),
-            );
+        for iss in std::iter::once(issuer.issuer.clone()).chain(issuer.issuer_aliases()) {
+            if let Some(first) = issuers.insert(iss.clone(), index) {
+                errors.push(
+                    format!("{at}.issuer"),
+                    format!("duplicates issuers[{first}].issuer {iss:?}"),
+                );
+            }
         }
         check_issuer(issuer, &at, &mut errors);
     }
     let distinct: HashSet<_> = config
         .issuers
         .iter()
-        .flat_map(|issuer| issuer.token_locations.iter())
+        .flat_map(|issuer| issuer.locations())
         .collect();
     if distinct.len() > MAX_LOCATIONS {
         errors.push(
@@ -355,6 +357,20 @@ fn check_issuer(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
         }
     }
     check_tenants(issuer, at, errors);
+    match (
+        issuer.profile == super::ProfileName::AwsAlb,
+        issuer.alb_signers.is_empty(),
+    ) {
+        (true, true) => errors.push(
+            format!("{at}.alb_signers"),
+            "must list the ARNs of your load balancers (the token header's signer)",
+        ),
+        (false, false) => errors.push(
+            format!("{at}.alb_signers"),
+            "only applies to profile: aws-alb",
+        ),
+        _ => {}
+    }
     if issuer.profile != super::ProfileName::Generic
         && issuer.claim_mappings != super::ClaimMappings::default()
     {
@@ -592,9 +608,6 @@ fn check_audience(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
 }
 
 fn check_locations(locations: &[TokenLocation], at: &str, errors: &mut Errors) {
-    if locations.is_empty() {
-        errors.push(at.to_owned(), "must list at least one location");
-    }
     let mut seen = HashSet::new();
     for (i, location) in locations.iter().enumerate() {
         let path = format!("{at}[{i}]");
@@ -670,7 +683,7 @@ issuers:
         assert_eq!(config.max_token_bytes, 8192);
         assert_eq!(config.issuers[0].clock_skew.get().as_secs(), 60);
         assert_eq!(
-            config.issuers[0].token_locations,
+            config.issuers[0].locations(),
             [super::TokenLocation::bearer()]
         );
         assert_eq!(config.default_decision, super::super::DefaultDecision::Deny);

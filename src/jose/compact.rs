@@ -77,6 +77,9 @@ pub struct JoseHeader {
     pub kid: Option<String>,
     /// `typ`, checked against the issuer's allowlist when it has one.
     pub typ: Option<String>,
+    /// The whole header, for issuers whose tokens carry claims there (AWS ALB puts `iss`,
+    /// `exp`, `signer` and `client` in the header). Read only after the signature verified.
+    pub params: Map<String, Value>,
 }
 
 /// A compact JWS split into its parts. The signature is not verified yet.
@@ -207,6 +210,7 @@ fn parse_header(bytes: &[u8]) -> Result<JoseHeader, FormatError> {
         alg,
         kid: optional_string(&map, "kid")?,
         typ: optional_string(&map, "typ")?,
+        params: map,
     })
 }
 

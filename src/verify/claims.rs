@@ -278,6 +278,7 @@ mod tests {
             alg: "RS256".into(),
             kid: None,
             typ: typ.map(str::to_owned),
+            params: Map::new(),
         }
     }
 

@@ -43,6 +43,10 @@ pub struct Issuer {
     pub accept_padded: bool,
     /// How its claims normalize.
     pub profile: Profile,
+    /// Other `iss` spellings of this issuer.
+    pub aliases: Vec<String>,
+    /// AWS ALB: accepted `signer` ARNs (empty for other issuers).
+    pub alb_signers: Vec<String>,
 }
 
 /// Which tenants a `{tenantid}` issuer accepts.
@@ -167,7 +171,12 @@ impl IssuerRegistry {
             .partition(|issuer| issuer.tenancy != Tenancy::Single);
         let by_iss = plain
             .into_iter()
-            .map(|issuer| (issuer.issuer.clone(), issuer))
+            .flat_map(|issuer| {
+                let names: Vec<String> = std::iter::once(issuer.issuer.clone())
+                    .chain(issuer.aliases.iter().cloned())
+                    .collect();
+                names.into_iter().map(move |iss| (iss, Arc::clone(&issuer)))
+            })
             .collect();
         Self {
             by_iss,
@@ -192,9 +201,17 @@ impl IssuerRegistry {
         let jws = CompactJws::parse(token, self.max_token_bytes).map_err(format_rejection)?;
         // The issuer has to be known before a key can be chosen, so `iss` is read from the
         // still-unverified payload; nothing else in it is used until the signature checks out.
-        let claims = jws.claims().map_err(format_rejection)?;
-        let iss = match claims.get("iss") {
-            Some(Value::String(iss)) => iss.as_str(),
+        let mut claims = jws.claims().map_err(format_rejection)?;
+        // AWS ALB tokens carry `iss` (and `exp`) in the header, the IdP's userinfo in the
+        // payload; the header is signed too, and only an aws-alb issuer may be found this way.
+        let header_iss = !claims.contains_key("iss");
+        let iss_value = if header_iss {
+            jws.header.params.get("iss")
+        } else {
+            claims.get("iss")
+        };
+        let iss = match iss_value {
+            Some(Value::String(iss)) => iss.clone(),
             Some(_) => {
                 return Err(Rejection::new(Reason::ClaimInvalid, "iss is not a string").into());
             }
@@ -204,7 +221,23 @@ impl IssuerRegistry {
                 );
             }
         };
+        let iss = iss.as_str();
         let (issuer, tenant) = self.issuer_for(iss)?;
+        if issuer.profile == Profile::AwsAlb {
+            for name in ["iss", "exp", "client"] {
+                if let (false, Some(value)) =
+                    (claims.contains_key(name), jws.header.params.get(name))
+                {
+                    claims.insert(name.to_owned(), value.clone());
+                }
+            }
+        } else if header_iss {
+            return Err(Rejection::new(
+                Reason::IssuerUnknown,
+                "the token has no iss claim (iss in the header is only read for aws-alb issuers)",
+            )
+            .into());
+        }
         let checked = self
             .verify_with(issuer, tenant, &jws, &claims, locations)
             .and_then(|()| {
@@ -328,6 +361,16 @@ impl IssuerRegistry {
             .and_then(Value::as_str)
             .unwrap_or_default();
         check_key_issuer(key, iss, claims)?;
+        if !issuer.alb_signers.is_empty() {
+            let signer = jws.header.params.get("signer").and_then(Value::as_str);
+            if !signer.is_some_and(|s| issuer.alb_signers.iter().any(|a| a == s)) {
+                return Err(Rejection::new(
+                    Reason::ClaimMismatch,
+                    format!("ALB signer {signer:?} is not an accepted load balancer"),
+                )
+                .into());
+            }
+        }
         Ok(())
     }
 }
