@@ -62,7 +62,7 @@ routes:
     headers: {{ x-auth-route: "orders-read via {{client}}" }}
   - name: admin
     match: {{ paths: ["/admin/*"] }}
-    require: {{ issuers: [entra], groups: [ops-admins], claims: [{{ path: tid, equals: t1 }}] }}
+    require: {{ groups: [ops-admins], claims: [{{ issuer: entra, path: tid, equals: t1 }}] }}
 "#,
             entra_jwks = entra.jwks(),
             cognito_jwks = cognito.jwks(),
@@ -249,6 +249,19 @@ fn group_requirements_treat_overage_as_unknown() {
         "requirement_not_met"
     );
     let other = s.entra(json!({"groups": ["ops-admins"], "tid": "t2"}));
+    // The tid condition reads Entra tokens only: a Cognito token in ops-admins that carries a
+    // `tid` claim of its own does not pass for an Entra one.
+    let mut claims = s.cognito.claims("machine", "unused");
+    claims.remove("aud");
+    merge(
+        &mut claims,
+        json!({"client_id": "app-client", "token_use": "access", "cognito:groups": ["ops-admins"], "tid": "t1"}),
+    );
+    let cognito_admin = s.cognito.sign(&claims, json!({}));
+    assert_eq!(
+        reason(&s.check("GET", "x", "/admin/users", Some(&cognito_admin))),
+        "requirement_not_met"
+    );
     // tid is checked by the claim condition (and this issuer is single-tenant: t1).
     assert_eq!(
         reason(&s.check("GET", "x", "/admin/users", Some(&other))),

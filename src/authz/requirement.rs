@@ -43,6 +43,7 @@ impl Unmet {
 
 #[derive(Debug, Clone)]
 struct Condition {
+    issuer: Option<String>,
     path: String,
     test: Test,
 }
@@ -178,12 +179,21 @@ impl Condition {
             Test::OneOf(config.one_of.clone())
         };
         Self {
+            issuer: config.issuer.clone(),
             path: config.path.clone(),
             test,
         }
     }
 
     fn check(&self, token: &VerifiedToken) -> Result<(), Unmet> {
+        if let Some(issuer) = &self.issuer
+            && **issuer != *token.issuer.id
+        {
+            return Err(Unmet::new(format!(
+                "claim {} is only read from issuer {issuer}",
+                self.path
+            )));
+        }
         let value = claim(&token.claims, &self.path);
         let texts: Vec<String> = match value {
             None | Some(Value::Null) => Vec::new(),

@@ -344,6 +344,10 @@ pub struct Requirement {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimCondition {
+    /// Read the claim only from tokens of this issuer id; tokens of other issuers fail the
+    /// condition, so two issuers' claims that share a name never stand in for each other.
+    #[serde(default)]
+    pub issuer: Option<String>,
     /// Dot-separated claim path (`realm_access.roles`, `kubernetes.io.namespace`).
     pub path: String,
     /// The claim equals this string (or, for a list claim, contains it).

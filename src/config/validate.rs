@@ -181,6 +181,14 @@ fn check_requirement(
         if condition.path.is_empty() {
             errors.push(format!("{path}.path"), "must not be empty");
         }
+        if let Some(id) = &condition.issuer
+            && !known.contains(id.as_str())
+        {
+            errors.push(
+                format!("{path}.issuer"),
+                format!("{id:?} is not the id of a configured issuer"),
+            );
+        }
         let tests = usize::from(condition.equals.is_some())
             + usize::from(!condition.one_of.is_empty())
             + usize::from(condition.prefix.is_some())
