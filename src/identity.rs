@@ -15,57 +15,24 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-pub use crate::config::ClaimMappings;
-use crate::config::ProfileName;
+pub use crate::config::{ClaimMappings, ProfileName};
 
-/// How an issuer's claims map to an [`Identity`] (compiled from `profile` and `claim_mappings`).
+/// How an issuer's claims map to an [`Identity`]: its provider's layout, and for `generic` the
+/// configured claim paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Profile {
-    /// Claim paths from configuration.
-    Generic(ClaimMappings),
-    /// Microsoft Entra ID, v1 and v2 tokens.
-    Entra,
-    /// Amazon Cognito user pools.
-    Cognito,
-    /// Google ID tokens.
-    Google,
-    /// Google Cloud Identity-Aware Proxy.
-    GcpIap,
-    /// AWS Application Load Balancer.
-    AwsAlb,
-    /// Kubernetes service accounts.
-    Kubernetes,
-    /// GitHub Actions OIDC.
-    GithubActions,
-    /// Okta.
-    Okta,
-    /// Auth0.
-    Auth0,
-    /// Keycloak.
-    Keycloak,
-    /// Cloudflare Access.
-    CloudflareAccess,
-    /// SPIFFE JWT-SVIDs.
-    Spiffe,
+pub struct Profile {
+    /// The provider layout.
+    pub name: ProfileName,
+    /// Claim paths (read by `generic` only).
+    pub mappings: ClaimMappings,
 }
 
 impl Profile {
     /// The profile an issuer's configuration names.
     pub fn new(name: ProfileName, mappings: &ClaimMappings) -> Self {
-        match name {
-            ProfileName::Generic => Self::Generic(mappings.clone()),
-            ProfileName::Entra => Self::Entra,
-            ProfileName::Cognito => Self::Cognito,
-            ProfileName::Google => Self::Google,
-            ProfileName::GcpIap => Self::GcpIap,
-            ProfileName::AwsAlb => Self::AwsAlb,
-            ProfileName::Kubernetes => Self::Kubernetes,
-            ProfileName::GithubActions => Self::GithubActions,
-            ProfileName::Okta => Self::Okta,
-            ProfileName::Auth0 => Self::Auth0,
-            ProfileName::Keycloak => Self::Keycloak,
-            ProfileName::CloudflareAccess => Self::CloudflareAccess,
-            ProfileName::Spiffe => Self::Spiffe,
+        Self {
+            name,
+            mappings: mappings.clone(),
         }
     }
 }
@@ -137,8 +104,9 @@ impl Identity {
             attributes: BTreeMap::new(),
         };
         let get = |path: &str| claim(claims, path);
-        match profile {
-            Profile::Generic(mappings) => {
+        match profile.name {
+            ProfileName::Generic => {
+                let mappings = &profile.mappings;
                 // Unmapped fields fall back to the registered and common claim names.
                 let read = |path: &Option<String>, defaults: &[&str]| match path {
                     Some(path) => get(path),
@@ -161,7 +129,7 @@ impl Identity {
                     identity.email = read(&mappings.email, &[]).and_then(text);
                 }
             }
-            Profile::Entra => {
+            ProfileName::Entra => {
                 identity.tenant = string(claims, "tid");
                 identity.client = string(claims, "azp").or_else(|| string(claims, "appid"));
                 identity.scopes = get("scp").map(words).unwrap_or_default();
@@ -181,7 +149,7 @@ impl Identity {
                     .or_else(|| string(claims, "upn"));
                 copy(claims, &mut identity, &[("oid", "oid"), ("ver", "version")]);
             }
-            Profile::Cognito => {
+            ProfileName::Cognito => {
                 identity.client = string(claims, "client_id").or_else(|| aud(claims));
                 identity.scopes = get("scope").map(words).unwrap_or_default();
                 identity.groups =
@@ -196,15 +164,15 @@ impl Identity {
                     ],
                 );
             }
-            Profile::Google => {
+            ProfileName::Google => {
                 identity.tenant = string(claims, "hd");
                 identity.client = string(claims, "azp");
             }
-            Profile::GcpIap => {
+            ProfileName::GcpIap => {
                 identity.tenant = string(claims, "hd");
             }
-            Profile::AwsAlb => {}
-            Profile::Kubernetes => {
+            ProfileName::AwsAlb => {}
+            ProfileName::Kubernetes => {
                 identity.tenant = string_at(claims, "kubernetes.io.namespace");
                 identity.client = string_at(claims, "kubernetes.io.serviceaccount.name");
                 let attributes = [
@@ -219,7 +187,7 @@ impl Identity {
                     }
                 }
             }
-            Profile::GithubActions => {
+            ProfileName::GithubActions => {
                 copy(
                     claims,
                     &mut identity,
@@ -238,7 +206,7 @@ impl Identity {
                 );
                 identity.tenant = string(claims, "repository_owner");
             }
-            Profile::Okta => {
+            ProfileName::Okta => {
                 identity.client = string(claims, "cid");
                 identity.scopes = get("scp").map(words).unwrap_or_default();
                 identity.groups = Groups::Known(get("groups").map(words).unwrap_or_default());
@@ -246,7 +214,7 @@ impl Identity {
                     .email
                     .or_else(|| string(claims, "sub").filter(|s| s.contains('@')));
             }
-            Profile::Auth0 => {
+            ProfileName::Auth0 => {
                 identity.client = string(claims, "azp");
                 let mut scopes = get("scope").map(words).unwrap_or_default();
                 for permission in get("permissions").map(words).unwrap_or_default() {
@@ -256,7 +224,7 @@ impl Identity {
                 }
                 identity.scopes = scopes;
             }
-            Profile::Keycloak => {
+            ProfileName::Keycloak => {
                 identity.client = string(claims, "azp");
                 identity.scopes = get("scope").map(words).unwrap_or_default();
                 let mut roles = claim(claims, "realm_access.roles")
@@ -272,7 +240,7 @@ impl Identity {
                 identity.roles = roles;
                 identity.groups = Groups::Known(get("groups").map(words).unwrap_or_default());
             }
-            Profile::CloudflareAccess => {
+            ProfileName::CloudflareAccess => {
                 identity.client = string(claims, "common_name");
                 identity.groups = Groups::Known(
                     claim(claims, "custom.groups")
@@ -280,7 +248,7 @@ impl Identity {
                         .unwrap_or_default(),
                 );
             }
-            Profile::Spiffe => {
+            ProfileName::Spiffe => {
                 identity.tenant = subject
                     .strip_prefix("spiffe://")
                     .and_then(|rest| rest.split('/').next())
@@ -374,7 +342,7 @@ mod tests {
     #[test]
     fn entra_v2_access_tokens() {
         let id = normalize(
-            Profile::Entra,
+            Profile::new(ProfileName::Entra, &ClaimMappings::default()),
             json!({"sub": "pairwise", "tid": "t1", "oid": "o1", "azp": "client-app", "ver": "2.0",
                    "scp": "Orders.Read Orders.Write", "roles": ["Admin"], "groups": ["g1", "g2"],
                    "preferred_username": "alice@contoso.com"}),
@@ -391,23 +359,29 @@ mod tests {
     #[test]
     fn entra_v1_app_tokens_and_group_overage() {
         let id = normalize(
-            Profile::Entra,
+            Profile::new(ProfileName::Entra, &ClaimMappings::default()),
             json!({"sub": "s", "tid": "t1", "appid": "daemon", "roles": ["Orders.ReadAll"],
                    "_claim_names": {"groups": "src1"}, "_claim_sources": {"src1": {}}}),
         );
         assert_eq!(id.client.as_deref(), Some("daemon"));
         assert_eq!(id.groups, Groups::Unknown, "overage is unknown, never none");
         assert!(id.scopes.is_empty());
-        let implicit = normalize(Profile::Entra, json!({"sub": "s", "hasgroups": true}));
+        let implicit = normalize(
+            Profile::new(ProfileName::Entra, &ClaimMappings::default()),
+            json!({"sub": "s", "hasgroups": true}),
+        );
         assert_eq!(implicit.groups, Groups::Unknown);
-        let none = normalize(Profile::Entra, json!({"sub": "s"}));
+        let none = normalize(
+            Profile::new(ProfileName::Entra, &ClaimMappings::default()),
+            json!({"sub": "s"}),
+        );
         assert_eq!(none.groups, Groups::Known(vec![]));
     }
 
     #[test]
     fn cognito_access_tokens() {
         let id = normalize(
-            Profile::Cognito,
+            Profile::new(ProfileName::Cognito, &ClaimMappings::default()),
             json!({"sub": "u1", "client_id": "app", "token_use": "access", "username": "alice",
                    "scope": "orders/read openid", "cognito:groups": ["admins"]}),
         );
@@ -421,7 +395,7 @@ mod tests {
     #[test]
     fn kubernetes_service_accounts() {
         let id = normalize(
-            Profile::Kubernetes,
+            Profile::new(ProfileName::Kubernetes, &ClaimMappings::default()),
             json!({"sub": "system:serviceaccount:payments:api",
                    "kubernetes.io": {"namespace": "payments", "serviceaccount": {"name": "api", "uid": "u"},
                                      "pod": {"name": "api-7d9", "uid": "p"}}}),
@@ -436,7 +410,7 @@ mod tests {
     #[test]
     fn github_actions_workflows() {
         let id = normalize(
-            Profile::GithubActions,
+            Profile::new(ProfileName::GithubActions, &ClaimMappings::default()),
             json!({"sub": "repo:acme/app:environment:prod", "repository": "acme/app",
                    "repository_id": "42", "repository_owner": "acme", "ref": "refs/heads/main",
                    "environment": "prod", "workflow": "deploy", "run_id": "9"}),
@@ -451,19 +425,19 @@ mod tests {
     #[test]
     fn okta_auth0_keycloak_scopes_and_roles() {
         let okta = normalize(
-            Profile::Okta,
+            Profile::new(ProfileName::Okta, &ClaimMappings::default()),
             json!({"sub": "alice@example.com", "cid": "c1", "scp": ["orders.read"], "groups": ["Everyone"]}),
         );
         assert_eq!(okta.scopes, ["orders.read"]);
         assert_eq!(okta.email.as_deref(), Some("alice@example.com"));
         let auth0 = normalize(
-            Profile::Auth0,
+            Profile::new(ProfileName::Auth0, &ClaimMappings::default()),
             json!({"sub": "auth0|1", "azp": "spa", "scope": "openid read:orders",
                    "permissions": ["read:orders", "write:orders"]}),
         );
         assert_eq!(auth0.scopes, ["openid", "read:orders", "write:orders"]);
         let keycloak = normalize(
-            Profile::Keycloak,
+            Profile::new(ProfileName::Keycloak, &ClaimMappings::default()),
             json!({"sub": "k", "azp": "web", "realm_access": {"roles": ["user"]},
                    "resource_access": {"orders": {"roles": ["reader"]}}, "scope": "profile"}),
         );
@@ -474,25 +448,28 @@ mod tests {
     #[test]
     fn spiffe_google_and_generic() {
         let spiffe = normalize(
-            Profile::Spiffe,
+            Profile::new(ProfileName::Spiffe, &ClaimMappings::default()),
             json!({"sub": "spiffe://prod.example/ns/a/sa/b"}),
         );
         assert_eq!(spiffe.tenant.as_deref(), Some("prod.example"));
         let google = normalize(
-            Profile::Google,
+            Profile::new(ProfileName::Google, &ClaimMappings::default()),
             json!({"sub": "1", "email": "a@corp.example", "hd": "corp.example", "azp": "web"}),
         );
         assert_eq!(google.tenant.as_deref(), Some("corp.example"));
         assert_eq!(google.email.as_deref(), Some("a@corp.example"));
         let generic = normalize(
-            Profile::Generic(ClaimMappings {
-                tenant: Some("org.id".into()),
-                client: Some("app".into()),
-                scopes: Some("perms".into()),
-                roles: Some("auth.roles".into()),
-                groups: None,
-                email: Some("mail".into()),
-            }),
+            Profile::new(
+                ProfileName::Generic,
+                &ClaimMappings {
+                    tenant: Some("org.id".into()),
+                    client: Some("app".into()),
+                    scopes: Some("perms".into()),
+                    roles: Some("auth.roles".into()),
+                    groups: None,
+                    email: Some("mail".into()),
+                },
+            ),
             json!({"sub": "s", "org": {"id": "o1"}, "app": "a", "perms": "x y",
                    "auth": {"roles": ["r"]}, "mail": "m@example.com", "email": "other@example.com"}),
         );
@@ -501,7 +478,7 @@ mod tests {
         assert_eq!(generic.roles, ["r"]);
         assert_eq!(generic.email.as_deref(), Some("m@example.com"));
         let defaults = normalize(
-            Profile::Generic(ClaimMappings::default()),
+            Profile::new(ProfileName::Generic, &ClaimMappings::default()),
             json!({"sub": "s", "scope": "a b", "roles": ["r"], "client_id": "c", "groups": "g"}),
         );
         assert_eq!(defaults.scopes, ["a", "b"]);

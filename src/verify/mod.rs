@@ -223,7 +223,7 @@ impl IssuerRegistry {
         };
         let iss = iss.as_str();
         let (issuer, tenant) = self.issuer_for(iss)?;
-        if issuer.profile == Profile::AwsAlb {
+        if issuer.profile.name == crate::identity::ProfileName::AwsAlb {
             for name in ["iss", "exp", "client"] {
                 if let (false, Some(value)) =
                     (claims.contains_key(name), jws.header.params.get(name))

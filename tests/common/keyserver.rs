@@ -93,28 +93,7 @@ impl KeyServer {
     /// HTTPS on 127.0.0.1 (a free port) with a fresh test CA; the certificate names
     /// `127.0.0.1` and `localhost`.
     pub async fn https() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
-        let ca = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf_params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .expect("leaf params");
-        let leaf_cert = leaf_params.signed_by(&leaf_key, &ca).expect("leaf cert");
-        let tls = tokio_rustls::rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(leaf_cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-            )
-            .expect("server TLS config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        Self::start(Some((acceptor, ca_cert.pem()))).await
+        Self::start(Some(test_tls())).await
     }
 
     async fn start(tls: Option<(tokio_rustls::TlsAcceptor, String)>) -> Self {
@@ -179,6 +158,34 @@ impl KeyServer {
     pub fn total_hits(&self) -> usize {
         self.shared.total.load(Ordering::SeqCst)
     }
+}
+
+/// A TLS acceptor whose certificate (for 127.0.0.1 and localhost) comes from a fresh test CA,
+/// and that CA's PEM.
+pub fn test_tls() -> (tokio_rustls::TlsAcceptor, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf_params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("leaf params");
+    let leaf_cert = leaf_params.signed_by(&leaf_key, &ca).expect("leaf cert");
+    let tls = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(leaf_cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .expect("server TLS config");
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        ca_cert.pem(),
+    )
 }
 
 /// An `http://127.0.0.1:PORT` URL where nothing listens (the port was free a moment ago).

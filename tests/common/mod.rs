@@ -182,28 +182,7 @@ pub struct JwksServer {
 impl JwksServer {
     /// Starts on 127.0.0.1 with a fresh CA, answering `answer` at `/jwks.json`.
     pub async fn start(answer: Answer) -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
-        let ca = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf_params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .expect("leaf params");
-        let leaf_cert = leaf_params.signed_by(&leaf_key, &ca).expect("leaf cert");
-
-        let tls = tokio_rustls::rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(leaf_cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-            )
-            .expect("server TLS config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let (acceptor, ca_pem) = keyserver::test_tls();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind JWKS");
@@ -253,7 +232,7 @@ impl JwksServer {
         });
         Self {
             url: format!("https://127.0.0.1:{}/jwks.json", addr.port()),
-            ca_pem: ca_cert.pem(),
+            ca_pem,
             answer,
             hits,
             _stop: stop_tx,
