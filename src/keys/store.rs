@@ -112,9 +112,10 @@ impl KeyStore {
     /// Replaces the current keys.
     pub fn replace(&self, keys: KeySet) {
         self.stats.keys.store(keys.len(), Ordering::Relaxed);
-        self.stats
-            .loaded_at
-            .store(crate::service::unix_now(), Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.stats.loaded_at.store(now, Ordering::Relaxed);
         self.current.store(Some(Arc::new(keys)));
         if let Some(on_demand) = &self.on_demand {
             on_demand.lock().negative.clear();

@@ -1,12 +1,13 @@
 //! Response: turn a decision into Envoy's `CheckResponse`.
 //!
-//! Allow → `OkHttpResponse` that sets the identity headers with `append: false` (overwriting
-//! any client-sent copy), removes the credential header and any identity header it does not
-//! set, and reports subject/issuer/reason in dynamic metadata. Deny → `DeniedHttpResponse` with
+//! Allow → `OkHttpResponse` that sets the identity headers and the configured header templates
+//! with `append: false` (overwriting any client-sent copy), removes the credential header and
+//! every header fedauthz could set but does not set for this request, and reports
+//! subject/issuer/reason/route in dynamic metadata. Deny → `DeniedHttpResponse` with
 //! an RFC 6750 challenge, a small JSON body and the reason code in dynamic metadata; the gRPC
 //! status is non-zero. Never an RPC error: under `failure_mode_allow` Envoy would let an errored
-//! check through (envoy-ext-authz.md §6). Depends on [`crate::authz`], [`crate::proto`] and
-//! [`crate::reason`].
+//! check through (envoy-ext-authz.md §6). Depends on [`crate::authz`], [`crate::identity`],
+//! [`crate::proto`] and [`crate::reason`].
 
 mod template;
 

@@ -6,8 +6,8 @@
 //! chooses a key, an algorithm or a URL on its own. Nothing here does I/O: keys are read from
 //! each issuer's [`KeyStore`], which [`crate::keys::fetch`] keeps filled.
 //!
-//! Depends on [`crate::jose`], [`crate::keys`], [`crate::extract`] (location sets) and
-//! [`crate::reason`].
+//! Depends on [`crate::jose`], [`crate::keys`], [`crate::extract`] (location sets),
+//! [`crate::identity`] (normalizing what verified) and [`crate::reason`].
 
 mod claims;
 
