@@ -1,4 +1,5 @@
-//! The HTTP admin listener: liveness, readiness and (in dev mode) the dev issuer's JWKS.
+//! The HTTP admin listener: liveness, readiness, Prometheus metrics and (in dev mode) the dev
+//! issuer's JWKS.
 //!
 //! `/healthz` answers 200 while the process runs. `/readyz` answers 200 once the configuration
 //! is loaded and every issuer has keys, 503 with the issuers still missing keys otherwise.
@@ -14,6 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 
+use crate::metrics::Metrics;
 use crate::pipeline::Generation;
 
 /// What the admin handlers read.
@@ -21,6 +23,8 @@ use crate::pipeline::Generation;
 pub struct AdminState {
     /// The running configuration generation.
     pub current: Arc<ArcSwap<Generation>>,
+    /// The process metrics, served at `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// The dev issuer's public JWK Set, served at `/dev/jwks.json` in dev mode only.
     pub dev_jwks: Option<Arc<String>>,
 }
@@ -29,11 +33,22 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
     if state.dev_jwks.is_some() {
         router = router.route("/dev/jwks.json", get(dev_jwks));
     }
     router.with_state(state)
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 async fn healthz() -> &'static str {

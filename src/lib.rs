@@ -27,6 +27,7 @@ pub mod extract;
 pub mod identity;
 pub mod jose;
 pub mod keys;
+pub mod metrics;
 pub mod pipeline;
 pub mod proto;
 pub mod reason;

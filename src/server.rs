@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError, FieldError, load_file};
+use crate::metrics::Metrics;
 use crate::pipeline::Generation;
 use crate::proto::auth::authorization_server::AuthorizationServer;
 use crate::service::CheckService;
@@ -59,6 +60,7 @@ pub struct ServeOptions {
 /// A server with its listeners bound, ready to [`run`](Server::run).
 pub struct Server {
     current: Arc<ArcSwap<Generation>>,
+    metrics: Arc<Metrics>,
     keys_changed: Arc<Notify>,
     grpc: TcpListener,
     admin: TcpListener,
@@ -79,8 +81,10 @@ impl Server {
             .map_err(|errors| ConfigError::Invalid { file, errors })?;
         let grpc = bind("gRPC", grpc_addr).await?;
         let admin = bind("admin", admin_addr).await?;
+        let current = Arc::new(ArcSwap::from_pointee(generation));
         Ok(Self {
-            current: Arc::new(ArcSwap::from_pointee(generation)),
+            metrics: Arc::new(Metrics::new(Arc::clone(&current))),
+            current,
             keys_changed,
             grpc,
             admin,
@@ -107,6 +111,7 @@ impl Server {
         Reloader {
             current: Arc::clone(&self.current),
             keys_changed: Arc::clone(&self.keys_changed),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 
@@ -115,6 +120,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let Self {
             current,
+            metrics,
             keys_changed,
             grpc,
             admin,
@@ -133,6 +139,7 @@ impl Server {
             let reloader = Reloader {
                 current: Arc::clone(&current),
                 keys_changed: Arc::clone(&keys_changed),
+                metrics: Arc::clone(&metrics),
             };
             tokio::spawn(reload_on_sighup(reloader, path))
         });
@@ -144,14 +151,16 @@ impl Server {
         let grpc_addr = display_addr(&grpc);
         let grpc_server = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(AuthorizationServer::new(CheckService::new(Arc::clone(
-                &current,
-            ))))
+            .add_service(AuthorizationServer::new(CheckService::new(
+                Arc::clone(&current),
+                Arc::clone(&metrics),
+            )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
         let mut grpc_task = tokio::spawn(grpc_server);
 
         let admin_state = AdminState {
             current: Arc::clone(&current),
+            metrics: Arc::clone(&metrics),
             dev_jwks: options.dev_jwks.map(Arc::new),
         };
         let admin_addr = display_addr(&admin);
@@ -243,6 +252,7 @@ async fn track_readiness(
 pub struct Reloader {
     current: Arc<ArcSwap<Generation>>,
     keys_changed: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 impl Reloader {
@@ -253,9 +263,11 @@ impl Reloader {
         if config.server != previous.config.server {
             warn!("server.* changed; listener settings take effect only after a restart");
         }
-        let generation = Generation::build(config, Some(&previous), &self.keys_changed)?;
+        let generation = Generation::build(config, Some(&previous), &self.keys_changed)
+            .inspect_err(|_| self.metrics.record_reload(false))?;
         self.current.store(Arc::new(generation));
         self.keys_changed.notify_one();
+        self.metrics.record_reload(true);
         Ok(())
     }
 
@@ -274,12 +286,14 @@ impl Reloader {
     /// Reads `path` and applies it; logs the outcome. Returns whether it was applied.
     pub fn reload_file(&self, path: &std::path::Path) -> bool {
         let file = path.display().to_string();
-        let outcome = load_file(path).and_then(|config| {
-            self.apply(config).map_err(|errors| ConfigError::Invalid {
-                file: file.clone(),
-                errors,
-            })
-        });
+        let outcome = load_file(path)
+            .inspect_err(|_| self.metrics.record_reload(false))
+            .and_then(|config| {
+                self.apply(config).map_err(|errors| ConfigError::Invalid {
+                    file: file.clone(),
+                    errors,
+                })
+            });
         match outcome {
             Ok(()) => {
                 info!(file = %file, "configuration reloaded");

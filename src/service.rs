@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tonic::{Request, Response, Status};
@@ -16,6 +16,7 @@ use tracing::{debug, info};
 
 use crate::authz::{Decision, RequestFacts};
 use crate::extract::HeaderLookup;
+use crate::metrics::Metrics;
 use crate::pipeline::{Checked, Generation, Pipeline};
 use crate::proto::auth::authorization_server::Authorization;
 use crate::proto::auth::{CheckRequest, CheckResponse};
@@ -161,12 +162,14 @@ fn finish(checked: Checked, headers: &RequestHeaders<'_>) -> CheckResponse {
 #[derive(Clone)]
 pub struct CheckService {
     current: Arc<ArcSwap<Generation>>,
+    metrics: Arc<Metrics>,
 }
 
 impl CheckService {
-    /// A service answering with whatever generation `current` holds at each check.
-    pub fn new(current: Arc<ArcSwap<Generation>>) -> Self {
-        Self { current }
+    /// A service answering with whatever generation `current` holds at each check, counting
+    /// each answer in `metrics`.
+    pub fn new(current: Arc<ArcSwap<Generation>>, metrics: Arc<Metrics>) -> Self {
+        Self { current, metrics }
     }
 }
 
@@ -178,9 +181,19 @@ impl Authorization for CheckService {
     ) -> Result<Response<CheckResponse>, Status> {
         // A full Arc: the check may wait for a key refresh, and a reload meanwhile must not
         // pull the configuration from under it.
+        let started = Instant::now();
         let generation = self.current.load_full();
-        Ok(Response::new(
-            check_refreshing(&generation.pipeline, request.get_ref()).await,
-        ))
+        let request = request.get_ref();
+        let checked = check_detailed(&generation.pipeline, request).await;
+        let (decision, reason, issuer) = match &checked.decision {
+            Decision::Allow(Some(token)) => ("allow", "token_valid", Some(&*token.issuer.id)),
+            Decision::Allow(None) => ("allow", "anonymous", None),
+            Decision::Deny(rejection) => {
+                ("deny", rejection.reason.code(), rejection.issuer.as_deref())
+            }
+        };
+        self.metrics
+            .record_check(decision, reason, issuer, started.elapsed());
+        Ok(Response::new(finish(checked, &RequestHeaders::of(request))))
     }
 }

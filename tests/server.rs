@@ -710,3 +710,53 @@ async fn shutdown_finishes_in_flight_checks_then_stops() {
         "listener closed"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_checks_keys_and_reloads() {
+    let t = two_issuers().await;
+    let server = RunningServer::start(&t.yaml).await;
+    server.wait_ready(200, Duration::from_secs(10)).await;
+    let mut client = server.client().await;
+    let mut expired = t.a.claims("alice", AUD_A);
+    expired.insert("iat".into(), json!(common::now() - 7200));
+    expired.insert("exp".into(), json!(common::now() - 3600));
+    let expired = t.a.sign(&expired, json!({}));
+    for request in [
+        bearer(&t.a.token("alice", AUD_A)),
+        bearer(&t.a.token("bob", AUD_A)),
+        bearer(&expired),
+        check_request(&[]),
+    ] {
+        client.check(request).await.expect("rpc");
+    }
+    let config = fedauthz::config::parse_yaml(&t.yaml, "x").expect("parses");
+    server.reloader.apply(config).expect("applied");
+
+    let (status, body) = server.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"fedauthz_checks_total{decision="allow",reason="token_valid",issuer="issuer-a"} 2"#,
+        r#"fedauthz_checks_total{decision="deny",reason="token_expired",issuer="issuer-a"} 1"#,
+        r#"fedauthz_checks_total{decision="deny",reason="token_missing",issuer=""} 1"#,
+        "fedauthz_check_duration_seconds_count 4",
+        r#"fedauthz_config_reloads_total{result="applied"} 1"#,
+        r#"fedauthz_keys_loaded{issuer="issuer-a"} 1"#,
+        r#"fedauthz_keys_loaded{issuer="issuer-b"} 1"#,
+        r#"fedauthz_key_fetches_total{issuer="issuer-a",result="ok"} 1"#,
+        r#"fedauthz_build_info{version="0.1.0"} 1"#,
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in:\n{body}"
+        );
+    }
+    assert!(
+        body.contains("fedauthz_key_set_age_seconds{issuer=\"issuer-a\"}"),
+        "{body}"
+    );
+    // No subject, token or path ever becomes a label.
+    assert!(
+        !body.contains("alice") && !body.contains("/orders"),
+        "{body}"
+    );
+}
