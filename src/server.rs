@@ -169,16 +169,20 @@ impl Server {
         let admin_task = tokio::spawn(async move { admin_server.await });
         info!(grpc = %grpc_addr, admin = %admin_addr, "fedauthz listening");
 
+        let mut grpc_ended = false;
         let result = tokio::select! {
             () = shutdown => Ok(()),
-            finished = &mut grpc_task => match finished {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(err)) => Err(ServerError::Grpc(err)),
-                Err(join) => {
-                    error!(error = %join, "gRPC server task ended unexpectedly");
-                    Ok(())
+            finished = &mut grpc_task => {
+                grpc_ended = true;
+                match finished {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) => Err(ServerError::Grpc(err)),
+                    Err(join) => {
+                        error!(error = %join, "gRPC server task ended unexpectedly");
+                        Ok(())
+                    }
                 }
-            },
+            }
         };
         info!("shutting down: draining in-flight checks");
         readiness.abort();
@@ -187,7 +191,11 @@ impl Server {
         }
         set_health(&health, ServingStatus::NotServing).await;
         let _ = stop_tx.send(true);
-        if !grpc_task.is_finished() {
+        // The gRPC server may already have drained by now; either way say how it ended (a
+        // task that ended inside the select above must not be awaited again).
+        if grpc_ended {
+            info!("all in-flight checks finished");
+        } else {
             match tokio::time::timeout(grace, &mut grpc_task).await {
                 Ok(_) => info!("all in-flight checks finished"),
                 Err(_) => {

@@ -1,7 +1,7 @@
 //! Configuration: the documented YAML schema, its loading and its validation.
 //!
 //! The types in this module *are* the schema: `fedauthz config-schema` derives the JSON Schema
-//! from them and every field's doc comment is its documentation. Loading ([`load`]) turns YAML
+//! from them and every field's doc comment is its documentation. Loading ([`load_file`], [`parse_yaml`]) turns YAML
 //! into these types with field-path error messages; [`validate`] checks the rules serde cannot
 //! express. Nothing here touches the network or key material: turning a valid config into a
 //! running verifier is the job of [`crate::verify`] and [`crate::keys`].

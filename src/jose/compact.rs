@@ -1,6 +1,10 @@
 //! Compact JWS framing (RFC 7515 §7.1), strictly: exactly three non-empty-where-required
 //! base64url segments, canonical encoding, a JSON-object header with no duplicate members,
 //! and no header parameter that would let the token pick its own key.
+//!
+//! The one leniency is `=` padding (AWS ALB pads its segments): a segment may end in exactly
+//! the padding its length needs, and [`CompactJws::padded`] records that it did, so that
+//! verification can refuse such tokens for issuers that do not send them.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -35,7 +39,8 @@ pub enum FormatError {
     /// A character outside `[A-Za-z0-9_-]`.
     #[error("the {0} segment has a character outside the base64url alphabet")]
     Alphabet(&'static str),
-    /// Not canonical unpadded base64url.
+    /// Not canonical base64url: bad length, non-zero unused trailing bits, or `=` padding
+    /// other than exactly what the length needs.
     #[error("the {part} segment is not canonical base64url: {reason}")]
     Base64 {
         /// Which segment.
@@ -94,8 +99,8 @@ pub struct CompactJws<'a> {
     /// Decoded signature bytes.
     pub signature: Vec<u8>,
     /// Whether any segment carried `=` padding (AWS ALB sends tokens that way). Verification
-    /// refuses padded tokens unless their issuer explicitly accepts them; the signature always
-    /// covers the segments exactly as received.
+    /// refuses padded tokens unless their issuer explicitly allows padding; the signature
+    /// always covers the segments exactly as received, padding included.
     pub padded: bool,
 }
 
@@ -121,7 +126,11 @@ impl<'a> CompactJws<'a> {
             5 => return Err(FormatError::Encrypted),
             n => return Err(FormatError::SegmentCount(n)),
         };
-        let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        // `header.payload` exactly as received (padding included): what was signed.
+        let signing_input = token
+            .as_bytes()
+            .get(..header_b64.len() + 1 + payload_b64.len())
+            .ok_or(FormatError::SegmentCount(segments))?;
 
         let (header_bytes, header_padded) = decode_segment("header", header_b64, false)?;
         let (payload, payload_padded) = decode_segment("payload", payload_b64, true)?;
@@ -146,7 +155,8 @@ impl<'a> CompactJws<'a> {
 }
 
 /// Decodes one base64url segment: canonical, unpadded or with exactly the `=` padding its
-/// length needs. Returns the bytes and whether padding was present.
+/// length needs (one `=` after 3 mod 4 characters, two after 2 mod 4, none otherwise), and `=`
+/// only at the end. Returns the bytes and whether padding was present.
 fn decode_segment(
     part: &'static str,
     text: &str,
@@ -372,8 +382,62 @@ mod tests {
             b64(r#"{"alg":"RS256"}"#)
         )));
         assert!(bad(format!("{header}.a=b.c2ln")));
+        assert!(bad(format!("a=b.{payload}.c2ln")));
         assert!(bad(format!("{header}.{payload}.===")));
         assert!(bad(format!("===.{payload}.c2ln")));
+        assert!(bad(format!("{header}.===.c2ln")));
+        assert!(bad(format!("{header}.=.c2ln")));
+        assert!(bad(format!("{header}.{payload}.c2ln=")));
+        assert!(bad(format!("{header}.{payload}.c2ln====")));
+        assert!(bad(format!("{header}.{payload}.c2l==")));
+        assert!(bad(format!("{header}.{payload}.=c2ln")));
+        assert!(bad(format!("{header}.{payload}.c2=ln")));
+        // Five characters leave 1 mod 4: no padding makes that a valid length.
+        assert!(bad(format!("{header}.{payload}.c2lnc===")));
+        // Standard-alphabet characters stay refused even in a padded token.
+        assert!(bad(format!("{header}.{payload}.c2+n")));
+        assert!(bad(format!("{header}.{payload}.c2/n")));
+    }
+
+    #[test]
+    fn padding_on_any_segment_is_flagged_and_signed_as_received() {
+        use base64::engine::general_purpose::URL_SAFE;
+        let header = b64(r#"{"alg":"ES256"}"#);
+        let payload = b64(r#"{"sub":"a"}"#);
+        assert!(header.len().is_multiple_of(4) && !payload.len().is_multiple_of(4));
+        // An ES256 signature is 64 bytes: 86 characters and "==" when padded.
+        let signature = URL_SAFE.encode([7_u8; 64]);
+        assert!(signature.ends_with("=="));
+        let only_signature = format!("{header}.{payload}.{signature}");
+        let jws = CompactJws::parse(&only_signature, 1000).unwrap();
+        assert!(jws.padded);
+        assert_eq!(jws.signature, [7_u8; 64]);
+        assert_eq!(jws.signing_input, format!("{header}.{payload}").as_bytes());
+
+        let padded_payload = URL_SAFE.encode(r#"{"sub":"a"}"#);
+        let token = format!("{header}.{padded_payload}.c2ln");
+        let jws = CompactJws::parse(&token, 1000).unwrap();
+        assert!(jws.padded);
+        assert_eq!(
+            jws.signing_input,
+            format!("{header}.{padded_payload}").as_bytes()
+        );
+        assert_ne!(jws.signing_input, format!("{header}.{payload}").as_bytes());
+
+        // Padding does not relax the canonical trailing-bits rule: "c2lw" decodes to "sip", so
+        // "c2k=" is canonical ("si") and "c2l=" (non-zero unused bits) is not.
+        assert!(CompactJws::parse(&format!("{header}.{payload}.c2k="), 1000).is_ok());
+        assert!(matches!(
+            CompactJws::parse(&format!("{header}.{payload}.c2l="), 1000),
+            Err(FormatError::Base64 { .. })
+        ));
+        // An empty payload stays empty: no padding is needed or accepted.
+        assert!(
+            !CompactJws::parse(&format!("{header}..c2ln"), 1000)
+                .unwrap()
+                .padded
+        );
+        assert!(CompactJws::parse(&format!("{header}.==.c2ln"), 1000).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! (unverified) `iss` → pick a key *of that issuer only* by exact `kid` → check the header `alg`
 //! is one that key is bound to → verify the signature → validate the claims. The token never
 //! chooses a key, an algorithm or a URL on its own. Nothing here does I/O: keys are read from
-//! each issuer's [`KeyStore`], which [`crate::keys::fetch`] keeps filled.
+//! each issuer's [`KeyStore`], which [`crate::keys::source`] keeps filled.
 //!
 //! Depends on [`crate::jose`], [`crate::keys`], [`crate::extract`] (location sets),
 //! [`crate::identity`] (normalizing what verified) and [`crate::reason`].
