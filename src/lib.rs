@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod authz;
 pub mod config;
+pub mod decision_log;
 pub mod dev;
 pub mod explain;
 pub mod extract;
@@ -34,4 +35,5 @@ pub mod reason;
 pub mod response;
 pub mod server;
 pub mod service;
+pub mod telemetry;
 pub mod verify;

@@ -14,6 +14,7 @@ use fedauthz::dev::{self, DevKey, DevTokenRequest};
 use fedauthz::keys::source;
 use fedauthz::server::{ServeOptions, Server, shutdown_signal};
 use fedauthz::service::unix_now;
+use fedauthz::telemetry::{self, Telemetry};
 
 /// Envoy ext_authz service that verifies JWTs from many issuers.
 #[derive(Debug, Parser)]
@@ -42,7 +43,7 @@ enum Command {
         /// Override server.admin_listen.
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
-        /// Log format.
+        /// Log format (level: RUST_LOG; traces: the OTEL_* environment, see docs/observability.md).
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "FEDAUTHZ_LOG_FORMAT")]
         log_format: LogFormat,
     },
@@ -127,10 +128,14 @@ fn main() -> ExitCode {
             grpc_listen,
             admin_listen,
             log_format,
-        } => {
-            init_logging(log_format);
-            serve(config, dev, state_dir, grpc_listen, admin_listen)
-        }
+        } => serve(
+            config,
+            dev,
+            state_dir,
+            grpc_listen,
+            admin_listen,
+            log_format,
+        ),
         Command::CheckConfig { file } => check_config(&file),
         Command::Explain {
             config,
@@ -194,20 +199,39 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+fn serve(
+    config_path: Option<PathBuf>,
+    dev_mode: bool,
+    state_dir: Option<PathBuf>,
+    grpc_listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    log_format: LogFormat,
+) -> Result<(), String> {
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|err| format!("cannot start runtime: {err}"))?;
+    // The OTLP gRPC exporter connects through the runtime.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        Telemetry::init(match log_format {
+            LogFormat::Text => telemetry::LogFormat::Text,
+            LogFormat::Json => telemetry::LogFormat::Json,
+        })
+        .map_err(|err| err.to_string())?
+    };
+    let result = serve_on(
+        &runtime,
+        config_path,
+        dev_mode,
+        state_dir,
+        grpc_listen,
+        admin_listen,
+    );
+    telemetry.shutdown();
+    result
 }
 
-fn serve(
+fn serve_on(
+    runtime: &tokio::runtime::Runtime,
     config_path: Option<PathBuf>,
     dev_mode: bool,
     state_dir: Option<PathBuf>,
@@ -253,8 +277,6 @@ fn serve(
             }
         }
     }
-    let runtime =
-        tokio::runtime::Runtime::new().map_err(|err| format!("cannot start runtime: {err}"))?;
     runtime.block_on(async move {
         let server = Server::bind(config, options)
             .await

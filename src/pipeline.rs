@@ -8,9 +8,12 @@
 use std::sync::Arc;
 
 use tokio::sync::Notify;
+use tracing::debug_span;
+use tracing::field::Empty;
 
 use crate::authz::{Authentication, Authorizer, Decision, RequestFacts, Verdict};
 use crate::config::{Config, FieldError, IssuerConfig, TokenLocation};
+use crate::decision_log::DecisionLog;
 use crate::extract::{Extractor, HeaderLookup, LocationSet};
 use crate::identity::Profile;
 use crate::keys::KeyStore;
@@ -28,6 +31,7 @@ pub struct Pipeline {
     issuers: IssuerRegistry,
     authorizer: Authorizer,
     responder: Responder,
+    decision_log: DecisionLog,
 }
 
 /// The outcome of one check: the answer for Envoy and the decision behind it (for logs).
@@ -81,6 +85,7 @@ impl Pipeline {
             issuers: IssuerRegistry::new(issuers, config.max_token_bytes),
             authorizer: Authorizer::new(config),
             responder: Responder::new(config),
+            decision_log: DecisionLog::new(&config.decision_log),
         }
     }
 
@@ -96,13 +101,22 @@ impl Pipeline {
             Err(rejection) => (Authentication::Failed(rejection), None),
             Ok(None) => (Authentication::Missing, None),
             Ok(Some(credential)) => {
+                let span = debug_span!("verify", fedauthz.issuer = Empty, fedauthz.reason = Empty);
+                let _entered = span.enter();
                 let outcome =
                     match self
                         .issuers
                         .verify(&credential.token, credential.locations, now)
                     {
-                        Ok(token) => Authentication::Verified(token),
+                        Ok(token) => {
+                            span.record("fedauthz.issuer", &*token.issuer.id);
+                            Authentication::Verified(token)
+                        }
                         Err(failure) => {
+                            if let Some(issuer) = &failure.rejection.issuer {
+                                span.record("fedauthz.issuer", &**issuer);
+                            }
+                            span.record("fedauthz.reason", failure.rejection.reason.code());
                             key_miss = failure.key_miss;
                             Authentication::Failed(failure.rejection)
                         }
@@ -125,6 +139,11 @@ impl Pipeline {
     /// The compiled issuers.
     pub fn issuers(&self) -> &IssuerRegistry {
         &self.issuers
+    }
+
+    /// How this configuration logs decisions.
+    pub fn decision_log(&self) -> &DecisionLog {
+        &self.decision_log
     }
 }
 

@@ -171,6 +171,9 @@ pub struct Rejection {
     pub issuer: Option<Arc<str>>,
     /// Scopes the request needs (RFC 6750 `scope` of an `insufficient_scope` challenge).
     pub scope: Option<String>,
+    /// The verified subject, when the token was valid but did not meet the route's
+    /// requirements (never set from an unverified token).
+    pub subject: Option<Box<str>>,
 }
 
 impl Rejection {
@@ -181,7 +184,14 @@ impl Rejection {
             detail: detail.into(),
             issuer: None,
             scope: None,
+            subject: None,
         }
+    }
+
+    /// The same rejection, naming the verified subject it concerns.
+    pub fn for_subject(mut self, subject: &str) -> Self {
+        self.subject = Some(subject.into());
+        self
     }
 
     /// The same rejection, naming the scopes the request needs.

@@ -12,15 +12,20 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info};
+use tracing::field::Empty;
+use tracing::{Instrument, debug_span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::authz::{Decision, RequestFacts};
+use crate::decision_log::Entry;
 use crate::extract::HeaderLookup;
 use crate::metrics::Metrics;
 use crate::pipeline::{Checked, Generation, Pipeline};
 use crate::proto::auth::authorization_server::Authorization;
+use crate::proto::auth::check_response::HttpResponse;
 use crate::proto::auth::{CheckRequest, CheckResponse};
 use crate::proto::core::HeaderMap;
+use crate::telemetry;
 
 /// The request headers of a `CheckRequest`: Envoy's `headers` map, or `header_map` when the
 /// filter sets `encode_raw_headers` (then repeated headers are joined here as Envoy would).
@@ -90,14 +95,14 @@ pub fn unix_now() -> i64 {
 pub fn check(pipeline: &Pipeline, request: &CheckRequest, now: i64) -> CheckResponse {
     let headers = RequestHeaders::of(request);
     let checked = pipeline.check(&headers, &facts(request), now);
-    finish(checked, &headers)
+    finish(pipeline, checked, &headers)
 }
 
 /// Like [`check`], but when the token names a kid its issuer's keys lack, asks the issuer's
 /// key store for a refresh (single-flight, rate-limited, bounded wait) and checks once more.
 pub async fn check_refreshing(pipeline: &Pipeline, request: &CheckRequest) -> CheckResponse {
     let checked = check_detailed(pipeline, request).await;
-    finish(checked, &RequestHeaders::of(request))
+    finish(pipeline, checked, &RequestHeaders::of(request))
 }
 
 /// The check of [`check_refreshing`], with the decision and route behind its response and
@@ -107,7 +112,11 @@ pub async fn check_detailed(pipeline: &Pipeline, request: &CheckRequest) -> Chec
     let facts = facts(request);
     let mut checked = pipeline.check(&headers, &facts, unix_now());
     if let Some(miss) = checked.key_miss.take()
-        && miss.store.refresh_for_kid(&miss.kid).await
+        && miss
+            .store
+            .refresh_for_kid(&miss.kid)
+            .instrument(debug_span!("key_refresh_wait"))
+            .await
     {
         checked = pipeline.check(&headers, &facts, unix_now());
     }
@@ -131,31 +140,26 @@ fn facts(request: &CheckRequest) -> RequestFacts<'_> {
 }
 
 /// Logs the decision and hands back the response.
-fn finish(checked: Checked, headers: &RequestHeaders<'_>) -> CheckResponse {
-    let Checked {
-        response,
-        decision,
-        route,
-        ..
-    } = checked;
-    let route = route.as_deref().unwrap_or("-");
+fn finish(pipeline: &Pipeline, checked: Checked, headers: &RequestHeaders<'_>) -> CheckResponse {
     let request_id = headers.header("x-request-id");
-    let request_id = request_id.as_deref().unwrap_or("-");
-    match &decision {
-        Decision::Allow(Some(token)) => {
-            debug!(request_id, route, issuer = %token.issuer.id, "allow");
-        }
-        Decision::Allow(None) => debug!(request_id, route, "allow anonymous"),
-        Decision::Deny(rejection) => info!(
-            request_id,
-            route,
-            reason = rejection.reason.code(),
-            issuer = rejection.issuer.as_deref().unwrap_or("-"),
-            detail = %rejection.detail,
-            "deny"
-        ),
-    }
-    response
+    let status = checked
+        .response
+        .http_response
+        .as_ref()
+        .and_then(|r| match r {
+            HttpResponse::DeniedResponse(denied) | HttpResponse::ErrorResponse(denied) => {
+                denied.status.as_ref()
+            }
+            HttpResponse::OkResponse(_) => None,
+        })
+        .and_then(|s| u16::try_from(s.code).ok());
+    pipeline.decision_log().record(&Entry {
+        request_id: request_id.as_deref(),
+        decision: &checked.decision,
+        route: checked.route.as_deref(),
+        status,
+    });
+    checked.response
 }
 
 /// The tonic service.
@@ -179,12 +183,31 @@ impl Authorization for CheckService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
+        let span = debug_span!(
+            "ext_authz.check",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "envoy.service.auth.v3.Authorization",
+            rpc.method = "Check",
+            fedauthz.decision = Empty,
+            fedauthz.reason = Empty,
+            fedauthz.issuer = Empty,
+            fedauthz.route = Empty,
+        );
+        if let Some(parent) =
+            telemetry::caller_context(request.metadata(), &RequestHeaders::of(request.get_ref()))
+        {
+            // Only fails when the span is disabled, which leaves nothing to parent.
+            let _ = span.set_parent(parent);
+        }
         // A full Arc: the check may wait for a key refresh, and a reload meanwhile must not
         // pull the configuration from under it.
-        let started = Instant::now();
         let generation = self.current.load_full();
         let request = request.get_ref();
-        let checked = check_detailed(&generation.pipeline, request).await;
+        let checked = check_detailed(&generation.pipeline, request)
+            .instrument(span.clone())
+            .await;
         let (decision, reason, issuer) = match &checked.decision {
             Decision::Allow(Some(token)) => ("allow", "token_valid", Some(&*token.issuer.id)),
             Decision::Allow(None) => ("allow", "anonymous", None),
@@ -192,8 +215,21 @@ impl Authorization for CheckService {
                 ("deny", rejection.reason.code(), rejection.issuer.as_deref())
             }
         };
+        span.record("fedauthz.decision", decision);
+        span.record("fedauthz.reason", reason);
+        if let Some(issuer) = issuer {
+            span.record("fedauthz.issuer", issuer);
+        }
+        if let Some(route) = checked.route.as_deref() {
+            span.record("fedauthz.route", route);
+        }
         self.metrics
             .record_check(decision, reason, issuer, started.elapsed());
-        Ok(Response::new(finish(checked, &RequestHeaders::of(request))))
+        let _entered = span.enter();
+        Ok(Response::new(finish(
+            &generation.pipeline,
+            checked,
+            &RequestHeaders::of(request),
+        )))
     }
 }

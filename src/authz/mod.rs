@@ -143,7 +143,8 @@ impl Route {
                         Reason::RequirementNotMet,
                         format!("route {}: {}", self.name, unmet.condition),
                     )
-                    .for_issuer(&token.issuer.id);
+                    .for_issuer(&token.issuer.id)
+                    .for_subject(&token.subject);
                     if !unmet.scopes.is_empty() {
                         rejection = rejection.needing_scope(unmet.scopes.join(" "));
                     }

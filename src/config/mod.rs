@@ -42,6 +42,9 @@ pub struct Config {
     /// How allow and deny answers are shaped.
     #[serde(default)]
     pub response: ResponseConfig,
+    /// What the per-check decision log lines carry.
+    #[serde(default)]
+    pub decision_log: DecisionLogConfig,
     /// Trusted token issuers. A token is verified only with the keys of the issuer whose
     /// `issuer` string equals the token's `iss` exactly.
     pub issuers: Vec<IssuerConfig>,
@@ -122,6 +125,44 @@ impl Default for ResponseConfig {
             identity_header: None,
         }
     }
+}
+
+/// The decision log: one line per denied check (target `fedauthz::decision`), and optionally a
+/// sample of allowed checks. Lines never carry a token or any part of one.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionLogConfig {
+    /// How the verified subject (`sub`) appears: `omit` (default), `plain`, or `hashed`.
+    #[serde(default)]
+    pub subject: SubjectLogging,
+    /// Fraction of allowed checks that also get a line, from 0 (none, the default) to 1 (all).
+    /// Denials are always logged.
+    #[serde(default)]
+    pub sample_allowed: f64,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        Self {
+            subject: SubjectLogging::Omit,
+            sample_allowed: 0.0,
+        }
+    }
+}
+
+/// How a decision log line shows the verified subject.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectLogging {
+    /// No subject in the log.
+    #[default]
+    Omit,
+    /// The subject as the token states it.
+    Plain,
+    /// 16 hex digits of SHA-256 over the issuer id and the subject: the same user gives the same
+    /// value on every replica, but the log does not show who it is. Guessable subjects (e-mail
+    /// addresses) can still be confirmed by someone who hashes a guess.
+    Hashed,
 }
 
 /// Names of the upstream headers that carry identity (lower-case header names).

@@ -35,6 +35,13 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
         );
     }
     check_response(config, &mut errors);
+    let sample = config.decision_log.sample_allowed;
+    if !(0.0..=1.0).contains(&sample) {
+        errors.push(
+            "decision_log.sample_allowed",
+            format!("must be a fraction between 0 and 1 (got {sample})"),
+        );
+    }
     if config.issuers.is_empty() {
         errors.push("issuers", "must list at least one issuer");
     }

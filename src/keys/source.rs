@@ -520,6 +520,8 @@ fn note_failure(context: &Context, err: &FetchError, last_success: Option<Instan
 }
 
 /// Fetches and installs a key document; returns its announced lifetime.
+#[tracing::instrument(level = "debug", name = "key_fetch", skip_all,
+    fields(fedauthz.issuer = %context.issuer, url.full = %url))]
 async fn fetch_keys(
     context: &Context,
     fetcher: &Fetcher,
@@ -578,6 +580,7 @@ async fn discover(
     }
 }
 
+#[tracing::instrument(level = "debug", name = "discovery_fetch", skip_all, fields(url.full = %url))]
 async fn fetch_discovery(
     fetcher: &Fetcher,
     url: &reqwest::Url,
@@ -650,6 +653,8 @@ async fn fetch_per_kid(context: Context, fetcher: Fetcher, template: String) {
     }
 }
 
+#[tracing::instrument(level = "debug", name = "key_fetch", skip_all,
+    fields(fedauthz.issuer = %context.issuer, url.full = %url))]
 async fn fetch_one(
     context: &Context,
     fetcher: &Fetcher,
