@@ -12,8 +12,9 @@
 //! | response (headers, metadata, denial) | [`response`] |
 //!
 //! [`pipeline`] wires the phases for one configuration ([`config`]); [`server`] runs them
-//! (gRPC, health, admin, shutdown, reload); [`dev`] is the local development mode; [`explain`]
-//! prints the decision trace of one request.
+//! (gRPC, health, admin, shutdown, reload); [`decision_log`], [`metrics`] and [`telemetry`]
+//! observe them; [`dev`] is the local development mode; [`explain`] prints the decision trace of
+//! one request.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -399,6 +399,11 @@ fn envoy_yaml(listener: u16, admin: u16, fedauthz: u16, upstream: u16) -> String
 }
 
 async fn start_fedauthz(config: &Path, grpc: SocketAddr) -> Process {
+    start_fedauthz_with(config, grpc, &[]).await
+}
+
+/// [`start_fedauthz`] with more environment variables.
+async fn start_fedauthz_with(config: &Path, grpc: SocketAddr, env: &[(&str, &str)]) -> Process {
     let mut process = Process::spawn(
         Command::new(env!("CARGO_BIN_EXE_fedauthz"))
             .arg("serve")
@@ -407,6 +412,7 @@ async fn start_fedauthz(config: &Path, grpc: SocketAddr) -> Process {
             .args(["--grpc-listen", &grpc.to_string()])
             .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null()),
     );
     let line = process.wait_for("fedauthz listening");
@@ -912,4 +918,167 @@ fn every_shipped_envoy_config_validates() {
         checked += 1;
     }
     assert!(checked >= 1, "no Envoy configs found in {}", dir.display());
+}
+
+/// The shipped Envoy example with tracing on: Envoy's OpenTelemetry tracer exports to the
+/// `otel` cluster at `collector`.
+fn traced_envoy_yaml(
+    listener: u16,
+    admin: u16,
+    fedauthz: u16,
+    upstream: u16,
+    collector: u16,
+) -> String {
+    let yaml = envoy_yaml(listener, admin, fedauthz, upstream);
+    let anchor = "          stat_prefix: ingress_http\n";
+    assert_eq!(
+        yaml.matches(anchor).count(),
+        1,
+        "one HCM stat_prefix to anchor tracing at"
+    );
+    let tracing = "          tracing:
+            random_sampling: { value: 100 }
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                \"@type\": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service: { envoy_grpc: { cluster_name: otel }, timeout: 1s }
+                service_name: envoy
+";
+    let cluster = format!(
+        "
+  - name: otel
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: otel
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: 127.0.0.1, port_value: {collector} }}
+"
+    );
+    // Envoy's tracer flushes every 5 s by default; a test wants its spans sooner.
+    let runtime = "
+layered_runtime:
+  layers:
+  - name: static
+    static_layer: { tracing.opentelemetry.flush_interval_ms: 100 }
+";
+    format!(
+        "{}{cluster}{runtime}",
+        yaml.replace(anchor, &format!("{anchor}{tracing}"))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_runs_from_the_client_through_envoy_into_fedauthz() {
+    let (collector, received) = common::otlp::grpc_receiver().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let issuer = TestIssuer::es256("https://partners.example.com/", "b-key-1");
+    let config = dir.path().join("fedauthz.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuers:\n  - id: partners\n    issuer: {}\n    keys: {{ jwks: {} }}\n    audiences: [{AUD}]\n",
+            issuer.iss,
+            issuer.jwks()
+        ),
+    )
+    .expect("write config");
+    let echo = Echo::start().await;
+    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let endpoint = format!("http://{collector}");
+    let _fedauthz = start_fedauthz_with(
+        &config,
+        grpc,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let envoy_config = dir.path().join("envoy.yaml");
+    std::fs::write(
+        &envoy_config,
+        traced_envoy_yaml(
+            listener.port(),
+            admin.port(),
+            grpc.port(),
+            echo.addr.port(),
+            collector.port(),
+        ),
+    )
+    .expect("write envoy config");
+    let mut envoy = Process::spawn(
+        Command::new(envoy_binary())
+            .arg("-c")
+            .arg(&envoy_config)
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "-l",
+                "warning",
+            ])
+            .stdout(Stdio::null()),
+    );
+    wait_http(admin, "/ready", "Envoy").await;
+
+    // No x-request-id from the client: Envoy keeps its sampling decision in the UUID it
+    // generates, and a foreign id would leave the request unsampled.
+    let trace_id = "5b8efff798038103d269b633813fc60c";
+    let client_span = "eee19b7ec3c1b174";
+    let response = reqwest::Client::new()
+        .get(format!("http://{listener}/orders"))
+        .header(
+            "authorization",
+            format!("Bearer {}", issuer.token("alice", AUD)),
+        )
+        .header("traceparent", format!("00-{trace_id}-{client_span}-01"))
+        .send()
+        .await
+        .expect("request through Envoy");
+    assert_eq!(response.status(), 200, "{}", envoy.stderr());
+
+    // fedauthz's Check span is in the client's trace, under a span of Envoy's.
+    let (_, check) = received.wait_for("ext_authz.check", trace_id).await;
+    assert_eq!(
+        common::otlp::attribute(&check, "fedauthz.decision").as_deref(),
+        Some("allow")
+    );
+    let parent = common::otlp::hex(&check.parent_span_id);
+    assert_ne!(
+        parent, client_span,
+        "Envoy's span sits between the client and fedauthz"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let envoy_span = received
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .find_map(|(service, s)| {
+                (common::otlp::hex(&s.span_id) == parent).then(|| (service.clone(), s.clone()))
+            });
+        if let Some((service, span)) = envoy_span {
+            assert_eq!(service, "envoy");
+            assert_eq!(common::otlp::hex(&span.trace_id), trace_id);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Envoy never exported the parent span {parent} of fedauthz's check"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod keyserver;
+pub mod otlp;
 pub mod process;
 
 use std::collections::HashMap;
