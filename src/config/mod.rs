@@ -491,6 +491,13 @@ pub struct KeySource {
     pub required: bool,
 }
 
+impl KeySource {
+    /// Whether the keys come from a SPIFFE trust bundle.
+    pub fn is_spiffe_bundle(&self) -> bool {
+        self.spiffe_bundle_uri.is_some() || self.spiffe_bundle_file.is_some()
+    }
+}
+
 impl Default for KeySource {
     fn default() -> Self {
         Self {

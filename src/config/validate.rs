@@ -411,6 +411,20 @@ fn check_keys(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
         (Some(keys), _) => check_key_source(keys, &issuer.issuer, &format!("{at}.keys"), errors),
         (None, Some(_)) => {}
     }
+    if issuer
+        .keys
+        .as_ref()
+        .is_some_and(KeySource::is_spiffe_bundle)
+    {
+        for (i, alg) in issuer.algorithms.iter().enumerate() {
+            if !alg.is_jwt_svid() {
+                errors.push(
+                    format!("{at}.algorithms[{i}]"),
+                    format!("JWT-SVIDs are signed with RS*, ES* or PS* algorithms, not {alg}"),
+                );
+            }
+        }
+    }
     match &issuer.hmac_secret {
         Some(secret) => {
             if !wants_hmac {
@@ -807,6 +821,27 @@ issuers:
             ))
             .is_empty()
         );
+    }
+
+    #[test]
+    fn spiffe_issuers_take_only_jwt_svid_algorithms() {
+        let yaml = |algs: &str| {
+            format!(
+                "issuers:\n  - id: mesh\n    issuer: spiffe://example.org\n    profile: spiffe\n    audiences: [a]\n    keys: {{ spiffe_bundle_file: /b.json }}\n    algorithms: [{algs}]\n    hmac_secret: {{ env: X }}\n"
+            )
+        };
+        let errs = errors(&yaml("ES256, EdDSA, HS256"));
+        for expected in [
+            "issuers[0].algorithms[1]: JWT-SVIDs are signed with RS*, ES* or PS* algorithms, not EdDSA",
+            "issuers[0].algorithms[2]: JWT-SVIDs are signed with RS*, ES* or PS* algorithms, not HS256",
+        ] {
+            assert!(
+                errs.iter().any(|e| e == expected),
+                "{expected:?} in {errs:#?}"
+            );
+        }
+        let errs = errors(&yaml("ES256, PS256, RS256"));
+        assert!(!errs.iter().any(|e| e.contains("JWT-SVID")), "{errs:#?}");
     }
 
     #[test]

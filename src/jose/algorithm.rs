@@ -103,6 +103,12 @@ impl Algorithm {
         }
     }
 
+    /// True for the algorithms a SPIFFE JWT-SVID may be signed with (RS*, ES*, PS*; JWT-SVID
+    /// §3).
+    pub const fn is_jwt_svid(self) -> bool {
+        matches!(self.family(), KeyFamily::Rsa | KeyFamily::Ec(_))
+    }
+
     /// True for the shared-secret (HMAC) algorithms.
     pub const fn is_symmetric(self) -> bool {
         matches!(self.family(), KeyFamily::Oct)

@@ -179,7 +179,7 @@ pub fn key_set_from_pem_map(
     policy: &AlgorithmPolicy,
     extra: impl IntoIterator<Item = Arc<TrustedKey>>,
 ) -> Result<KeySet, KeySetError> {
-    let document = parse_object(bytes).map_err(KeySetError::NotAJwkSet)?;
+    let document = parse_object(bytes).map_err(KeySetError::NotAPemMap)?;
     let mut keys = Vec::new();
     let mut skipped = Vec::new();
     for (kid, entry) in &document {
@@ -209,20 +209,24 @@ pub fn key_set_from_spiffe_bundle(
     bytes: &[u8],
     policy: &AlgorithmPolicy,
 ) -> Result<(KeySet, Option<u64>), KeySetError> {
-    let document = parse_object(bytes).map_err(KeySetError::NotAJwkSet)?;
+    let document = parse_object(bytes).map_err(KeySetError::NotASpiffeBundle)?;
     let hint = match document.get("spiffe_refresh_hint") {
         None => None,
         Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
         Some(_) => {
-            return Err(KeySetError::NotAJwkSet(
+            return Err(KeySetError::NotASpiffeBundle(
                 "spiffe_refresh_hint is not a non-negative whole number of seconds".into(),
             ));
         }
     };
     let entries = match document.get("keys") {
         Some(Value::Array(entries)) => entries,
-        Some(_) => return Err(KeySetError::NotAJwkSet("\"keys\" is not an array".into())),
-        None => return Err(KeySetError::NotAJwkSet("no \"keys\" member".into())),
+        Some(_) => {
+            return Err(KeySetError::NotASpiffeBundle(
+                "\"keys\" is not an array".into(),
+            ));
+        }
+        None => return Err(KeySetError::NotASpiffeBundle("no \"keys\" member".into())),
     };
     let mut keys = Vec::new();
     let mut skipped = Vec::new();
@@ -569,7 +573,7 @@ mod tests {
             assert!(
                 matches!(
                     key_set_from_pem_map(bad, &p, []),
-                    Err(KeySetError::NotAJwkSet(_))
+                    Err(KeySetError::NotAPemMap(_))
                 ),
                 "{bad:?}"
             );
@@ -664,7 +668,7 @@ mod tests {
             assert!(
                 matches!(
                     key_set_from_spiffe_bundle(bundle.to_string().as_bytes(), &p),
-                    Err(KeySetError::NotAJwkSet(_))
+                    Err(KeySetError::NotASpiffeBundle(_))
                 ),
                 "{hint}"
             );
@@ -677,7 +681,7 @@ mod tests {
         ] {
             assert!(matches!(
                 key_set_from_spiffe_bundle(bad, &p),
-                Err(KeySetError::NotAJwkSet(_))
+                Err(KeySetError::NotASpiffeBundle(_))
             ));
         }
     }

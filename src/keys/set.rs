@@ -14,6 +14,12 @@ pub enum KeySetError {
     /// The document is not a JWK Set.
     #[error("not a JWK Set: {0}")]
     NotAJwkSet(String),
+    /// The document is not a JSON object of kid → PEM key or certificate.
+    #[error("not a JSON object of kid to PEM key: {0}")]
+    NotAPemMap(String),
+    /// The document is not a SPIFFE trust bundle.
+    #[error("not a SPIFFE trust bundle: {0}")]
+    NotASpiffeBundle(String),
     /// Two usable keys share a `kid`, so a token's `kid` would not name one key.
     #[error("two keys share kid {0:?}")]
     DuplicateKid(String),

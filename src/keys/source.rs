@@ -34,7 +34,7 @@ use super::http::{FetchError, FetchPolicy, Fetcher};
 use super::store::OnDemandPolicy;
 use super::{AlgorithmPolicy, KeySet, KeyStore, TrustedKey};
 use crate::config::{Config, FieldError, IssuerConfig, KeySource, SecretEncoding, SecretSource};
-use crate::jose::parse_object;
+use crate::jose::{Algorithm, parse_object};
 
 /// First retry delay after a failed fetch; doubles up to the cap below.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -142,8 +142,23 @@ pub fn prepare(config: &Config) -> Result<Vec<PreparedKeys>, Vec<FieldError>> {
 }
 
 fn prepare_issuer(issuer: &IssuerConfig, at: &str) -> Result<PreparedKeys, FieldError> {
+    let spiffe = issuer
+        .keys
+        .as_ref()
+        .is_some_and(KeySource::is_spiffe_bundle);
     let policy = AlgorithmPolicy {
-        allowed: issuer.algorithms.clone(),
+        allowed: if spiffe && issuer.algorithms.is_empty() {
+            // JWT-SVID §3 allows RS*, ES* and PS* only: the usual one algorithm per key type,
+            // without EdDSA.
+            vec![
+                Algorithm::RS256,
+                Algorithm::ES256,
+                Algorithm::ES384,
+                Algorithm::ES512,
+            ]
+        } else {
+            issuer.algorithms.clone()
+        },
     };
     let hmac = match &issuer.hmac_secret {
         Some(secret) => {
@@ -706,4 +721,54 @@ async fn watch_file(context: Context, path: PathBuf, format: Format, check_every
 async fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let meta = tokio::fs::metadata(path).await.ok()?;
     Some((meta.modified().ok()?, meta.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_yaml;
+    use openssl::pkey::PKey;
+
+    fn bundle_entry(pem: &[u8]) -> Value {
+        let mut jwk = formats::jwk_from_pem(pem).expect("jwk");
+        jwk["use"] = "jwt-svid".into();
+        jwk["kid"] = "k".into();
+        jwk
+    }
+
+    #[test]
+    fn a_spiffe_bundle_never_yields_an_eddsa_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = |bundle: &Value| {
+            let file = dir.path().join("bundle.json");
+            std::fs::write(&file, bundle.to_string()).expect("write");
+            parse_yaml(
+                &format!(
+                    "issuers:\n  - id: mesh\n    issuer: spiffe://example.org\n    profile: spiffe\n    audiences: [a]\n    keys: {{ spiffe_bundle_file: {} }}\n",
+                    file.display()
+                ),
+                "test.yaml",
+            )
+            .expect("config")
+        };
+        let ed = PKey::generate_ed25519().expect("key");
+        let ed =
+            serde_json::json!({ "keys": [bundle_entry(&ed.public_key_to_pem().expect("pem"))] });
+        let errors = prepare(&config(&ed)).expect_err("an Ed25519 JWT authority is refused");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.to_string().contains("no usable signing key")),
+            "{errors:?}"
+        );
+        let ec = openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                .expect("group"),
+        )
+        .and_then(PKey::from_ec_key)
+        .expect("key");
+        let ec =
+            serde_json::json!({ "keys": [bundle_entry(&ec.public_key_to_pem().expect("pem"))] });
+        assert!(prepare(&config(&ec)).is_ok());
+    }
 }
