@@ -30,15 +30,15 @@ pub enum Authentication {
     Missing,
     /// A credential was present but is not acceptable.
     Failed(Rejection),
-    /// A credential was present and verified.
-    Verified(VerifiedToken),
+    /// A credential was present and verified (shared with the token cache).
+    Verified(Arc<VerifiedToken>),
 }
 
 /// The decision for one request.
 #[derive(Debug)]
 pub enum Decision {
     /// Let the request through; `None` is an anonymous request.
-    Allow(Option<VerifiedToken>),
+    Allow(Option<Arc<VerifiedToken>>),
     /// Stop it.
     Deny(Rejection),
 }
