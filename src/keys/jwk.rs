@@ -624,4 +624,55 @@ mod tests {
         assert!(!verifier.verify(b"a.b", &mac[..31]));
         assert!(!verifier.verify(b"a.b", b""));
     }
+
+    #[test]
+    fn key_issuer_templates_are_split_once_at_load() {
+        let policy = AlgorithmPolicy::default();
+        let jwk = ec_public(None);
+        let template = "https://login.example.com/{TenantId}/v2.0";
+        let key =
+            TrustedKey::from_jwk(&with(jwk.clone(), "issuer", template.into()), &policy).unwrap();
+        assert_eq!(
+            key.issuer_template(),
+            Some(("https://login.example.com/", "/v2.0"))
+        );
+        let pinned = "https://login.example.com/t1/v2.0";
+        let key =
+            TrustedKey::from_jwk(&with(jwk.clone(), "issuer", pinned.into()), &policy).unwrap();
+        assert_eq!(key.issuer(), Some(pinned));
+        assert_eq!(key.issuer_template(), None);
+    }
+
+    #[test]
+    fn fingerprints_cover_material_kid_binding_and_issuer() {
+        let policy = AlgorithmPolicy::default();
+        let jwk = ec_public(None);
+        let fingerprint = |jwk: &Value| *TrustedKey::from_jwk(jwk, &policy).unwrap().fingerprint();
+        let base = fingerprint(&jwk);
+        assert_eq!(base, fingerprint(&jwk), "stable across loads");
+        assert_eq!(
+            base,
+            fingerprint(&with(jwk.clone(), "use", "sig".into())),
+            "members that do not change verification do not count"
+        );
+        for changed in [
+            with(jwk.clone(), "kid", "e2".into()),
+            with(jwk.clone(), "issuer", "https://idp".into()),
+            ec_public(None),
+        ] {
+            assert_ne!(base, fingerprint(&changed), "{changed}");
+        }
+        let two_algs = AlgorithmPolicy {
+            allowed: vec![Algorithm::RS256, Algorithm::PS256],
+        };
+        let rsa = rsa_public(None);
+        assert_ne!(
+            TrustedKey::from_jwk(&rsa, &two_algs).unwrap().fingerprint(),
+            TrustedKey::from_jwk(&rsa, &policy).unwrap().fingerprint(),
+            "the bound algorithms count"
+        );
+        let a = TrustedKey::hmac(&[1; 32], Some("h".into()), &[Algorithm::HS256]).unwrap();
+        let b = TrustedKey::hmac(&[2; 32], Some("h".into()), &[Algorithm::HS256]).unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
 }
