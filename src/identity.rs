@@ -12,6 +12,7 @@
 //! claim it reads is signed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -61,8 +62,9 @@ impl Groups {
 /// Who the token speaks for, in provider-neutral terms.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Identity {
-    /// Id of the issuer that verified the token.
-    pub issuer: String,
+    /// Id of the issuer that verified the token (shared with the issuer: not copied per token).
+    #[serde(serialize_with = "serialize_str")]
+    pub issuer: Arc<str>,
     /// The subject (`sub`).
     pub subject: String,
     /// Tenant: Entra `tid`, Google Workspace `hd`, Kubernetes namespace, SPIFFE trust domain.
@@ -84,16 +86,20 @@ pub struct Identity {
     pub attributes: BTreeMap<String, String>,
 }
 
+fn serialize_str<S: serde::Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(value)
+}
+
 impl Identity {
     /// Normalizes `claims` (already verified) of issuer `issuer` under `profile`.
     pub fn from_claims(
-        issuer: &str,
+        issuer: &Arc<str>,
         subject: &str,
         profile: &Profile,
         claims: &Map<String, Value>,
     ) -> Self {
         let mut identity = Self {
-            issuer: issuer.to_owned(),
+            issuer: Arc::clone(issuer),
             subject: subject.to_owned(),
             tenant: None,
             client: None,
@@ -336,7 +342,7 @@ mod tests {
             .and_then(Value::as_str)
             .unwrap_or("s")
             .to_owned();
-        Identity::from_claims("idp", &sub, &profile, &claims)
+        Identity::from_claims(&Arc::from("idp"), &sub, &profile, &claims)
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Prometheus metrics, served as text on the admin listener at `/metrics`.
 //!
 //! Label values are bounded: decisions, reason codes, issuer ids, fetch result kinds and reload
-//! results — never subjects, paths or tokens. Key metrics are read from the running
-//! configuration's key stores at each scrape. Depends on [`crate::pipeline`] (the running
-//! generation) and [`crate::keys`] (their counters).
+//! results — never subjects, paths or tokens. Key and token-cache metrics are read from the
+//! running configuration at each scrape. Depends on [`crate::pipeline`] (the running
+//! generation), [`crate::keys`] and [`crate::verify::cache`] (their counters).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +77,9 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "Build information", build);
+        registry.register_collector(Box::new(CacheCollector {
+            current: Arc::clone(&current),
+        }));
         registry.register_collector(Box::new(KeyCollector { current }));
         Self {
             registry,
@@ -117,6 +120,47 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// Reads the token-cache counters of the running configuration at scrape time (the counters
+/// carry over reloads; the entries are those of the running configuration's cache).
+#[derive(Debug)]
+struct CacheCollector {
+    current: Arc<ArcSwap<Generation>>,
+}
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let generation = self.current.load();
+        let pipeline = &generation.pipeline;
+        let stats = pipeline.cache_stats();
+        for (name, help, value) in [
+            (
+                "token_cache_hits",
+                "Checks whose token was taken from the verified-token cache",
+                stats.hits(),
+            ),
+            (
+                "token_cache_misses",
+                "Checks whose token was looked up in the verified-token cache and verified",
+                stats.misses(),
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let entries = pipeline.token_cache().map_or(0, |cache| cache.len());
+        let gauge = ConstGauge::new(i64::try_from(entries).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "token_cache_entries",
+            "Tokens held in the verified-token cache",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)?;
+        Ok(())
     }
 }
 

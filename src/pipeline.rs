@@ -3,7 +3,9 @@
 //!
 //! [`Generation::build`] compiles a validated [`Config`] (plus its running key sources) into
 //! the phases; [`Pipeline::check`] runs one request through them. Pure and synchronous: no I/O
-//! on the request path.
+//! on the request path. Each pipeline has its own verified-token cache
+//! ([`crate::verify::cache`]), so a reload starts with an empty one; routes and the response
+//! run for every request, cached or not.
 
 use std::sync::Arc;
 
@@ -20,8 +22,10 @@ use crate::keys::KeyStore;
 use crate::keys::source::{self, KeySources};
 use crate::proto::auth::CheckResponse;
 use crate::response::Responder;
+use crate::verify::cache::{self, CacheStats, TokenCache};
 use crate::verify::{
-    AudienceRule, ClaimRules, Issuer, IssuerRegistry, KeyMiss, Tenancy, normalize_type,
+    AudienceRule, ClaimRules, Failure, Issuer, IssuerRegistry, KeyMiss, Tenancy, VerifiedToken,
+    normalize_type,
 };
 
 /// The phases, compiled from one configuration.
@@ -29,6 +33,10 @@ use crate::verify::{
 pub struct Pipeline {
     extractor: Extractor,
     issuers: IssuerRegistry,
+    /// Verified tokens of this configuration (`None`: `token_cache.max_entries` is 0).
+    cache: Option<TokenCache>,
+    /// The cache counters (kept even when caching is off, and across reloads).
+    cache_stats: Arc<CacheStats>,
     authorizer: Authorizer,
     responder: Responder,
     decision_log: DecisionLog,
@@ -48,8 +56,19 @@ pub struct Checked {
 }
 
 impl Pipeline {
-    /// Compiles `config` (already validated) against the running `keys`.
+    /// Compiles `config` (already validated) against the running `keys`, with an empty token
+    /// cache and fresh cache counters.
     pub fn new(config: &Config, keys: &KeySources) -> Self {
+        Self::with_cache_stats(config, keys, Arc::default())
+    }
+
+    /// Like [`Pipeline::new`], counting cache hits and misses into `cache_stats` (a reload
+    /// hands over the previous configuration's counters; its cache entries are never reused).
+    pub fn with_cache_stats(
+        config: &Config,
+        keys: &KeySources,
+        cache_stats: Arc<CacheStats>,
+    ) -> Self {
         let mut locations: Vec<TokenLocation> = Vec::new();
         let mut issuers = Vec::with_capacity(config.issuers.len());
         for issuer in &config.issuers {
@@ -83,6 +102,12 @@ impl Pipeline {
         Self {
             extractor: Extractor::new(&locations),
             issuers: IssuerRegistry::new(issuers, config.max_token_bytes),
+            cache: TokenCache::new(
+                config.token_cache.max_entries,
+                config.token_cache.max_ttl.get(),
+                Arc::clone(&cache_stats),
+            ),
+            cache_stats,
             authorizer: Authorizer::new(config),
             responder: Responder::new(config),
             decision_log: DecisionLog::new(&config.decision_log),
@@ -103,24 +128,20 @@ impl Pipeline {
             Ok(Some(credential)) => {
                 let span = debug_span!("verify", fedauthz.issuer = Empty, fedauthz.reason = Empty);
                 let _entered = span.enter();
-                let outcome =
-                    match self
-                        .issuers
-                        .verify(&credential.token, credential.locations, now)
-                    {
-                        Ok(token) => {
-                            span.record("fedauthz.issuer", &*token.issuer.id);
-                            Authentication::Verified(token)
+                let outcome = match self.verify(&credential.token, credential.locations, now) {
+                    Ok(token) => {
+                        span.record("fedauthz.issuer", &*token.issuer.id);
+                        Authentication::Verified(token)
+                    }
+                    Err(failure) => {
+                        if let Some(issuer) = &failure.rejection.issuer {
+                            span.record("fedauthz.issuer", &**issuer);
                         }
-                        Err(failure) => {
-                            if let Some(issuer) = &failure.rejection.issuer {
-                                span.record("fedauthz.issuer", &**issuer);
-                            }
-                            span.record("fedauthz.reason", failure.rejection.reason.code());
-                            key_miss = failure.key_miss;
-                            Authentication::Failed(failure.rejection)
-                        }
-                    };
+                        span.record("fedauthz.reason", failure.rejection.reason.code());
+                        key_miss = failure.key_miss;
+                        Authentication::Failed(failure.rejection)
+                    }
+                };
                 (outcome, credential.header)
             }
         };
@@ -136,6 +157,30 @@ impl Pipeline {
         }
     }
 
+    /// Verifies `token`, or takes its earlier verification from the cache.
+    fn verify(
+        &self,
+        token: &str,
+        locations: LocationSet,
+        now: i64,
+    ) -> Result<Arc<VerifiedToken>, Failure> {
+        // Oversized tokens are refused before anything else; not worth hashing.
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|_| token.len() <= self.issuers.max_token_bytes());
+        let Some(cache) = cache else {
+            return self.issuers.verify(token, locations, now).map(Arc::new);
+        };
+        let digest = cache::digest(token);
+        if let Some(hit) = cache.get(&digest, locations, now) {
+            return Ok(hit);
+        }
+        let verified = Arc::new(self.issuers.verify(token, locations, now)?);
+        cache.insert(digest, Arc::clone(&verified), now);
+        Ok(verified)
+    }
+
     /// The compiled issuers.
     pub fn issuers(&self) -> &IssuerRegistry {
         &self.issuers
@@ -144,6 +189,16 @@ impl Pipeline {
     /// How this configuration logs decisions.
     pub fn decision_log(&self) -> &DecisionLog {
         &self.decision_log
+    }
+
+    /// The verified-token cache (`None` when disabled).
+    pub fn token_cache(&self) -> Option<&TokenCache> {
+        self.cache.as_ref()
+    }
+
+    /// The cache hit and miss counters.
+    pub fn cache_stats(&self) -> &Arc<CacheStats> {
+        &self.cache_stats
     }
 }
 
@@ -197,7 +252,9 @@ impl Generation {
     ) -> Result<Self, Vec<FieldError>> {
         let prepared = source::prepare(&config)?;
         let keys = KeySources::start(prepared, previous.map(|g| &g.keys), keys_changed);
-        let pipeline = Pipeline::new(&config, &keys);
+        let cache_stats =
+            previous.map_or_else(Arc::default, |g| Arc::clone(g.pipeline.cache_stats()));
+        let pipeline = Pipeline::with_cache_stats(&config, &keys, cache_stats);
         Ok(Self {
             config,
             keys,

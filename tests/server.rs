@@ -760,3 +760,56 @@ async fn metrics_count_checks_keys_and_reloads() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_token_cache_hits_misses_and_entries() {
+    let t = two_issuers().await;
+    let server = RunningServer::start(&t.yaml).await;
+    server.wait_ready(200, Duration::from_secs(10)).await;
+    let mut client = server.client().await;
+    let alice = t.a.token("alice", AUD_A);
+    let mut expired = t.a.claims("carol", AUD_A);
+    expired.insert("iat".into(), json!(common::now() - 7200));
+    expired.insert("exp".into(), json!(common::now() - 3600));
+    let expired = t.a.sign(&expired, json!({}));
+    // alice: a miss, then two hits; bob: a miss; the expired token: a miss each time (never
+    // cached); no credential: no lookup at all.
+    for (request, expected) in [
+        (bearer(&alice), "token_valid"),
+        (bearer(&alice), "token_valid"),
+        (bearer(&t.a.token("bob", AUD_A)), "token_valid"),
+        (bearer(&alice), "token_valid"),
+        (bearer(&expired), "token_expired"),
+        (bearer(&expired), "token_expired"),
+        (check_request(&[]), "token_missing"),
+    ] {
+        let response = client.check(request).await.expect("rpc").into_inner();
+        assert_eq!(reason(&response), expected);
+    }
+    let metric = |body: &str, name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    };
+    let (status, body) = server.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(metric(&body, "fedauthz_token_cache_hits_total"), 2);
+    assert_eq!(metric(&body, "fedauthz_token_cache_misses_total"), 4);
+    assert_eq!(metric(&body, "fedauthz_token_cache_entries"), 2);
+
+    // A reload empties the cache but keeps the counters.
+    let config = fedauthz::config::parse_yaml(&t.yaml, "x").expect("parses");
+    server.reloader.apply(config).expect("applied");
+    let (_, body) = server.admin_get("/metrics").await;
+    assert_eq!(metric(&body, "fedauthz_token_cache_entries"), 0);
+    assert_eq!(metric(&body, "fedauthz_token_cache_hits_total"), 2);
+    let response = client
+        .check(bearer(&alice))
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert_eq!(reason(&response), "token_valid");
+    let (_, body) = server.admin_get("/metrics").await;
+    assert_eq!(metric(&body, "fedauthz_token_cache_misses_total"), 5);
+    assert_eq!(metric(&body, "fedauthz_token_cache_entries"), 1);
+}

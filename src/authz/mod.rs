@@ -30,15 +30,15 @@ pub enum Authentication {
     Missing,
     /// A credential was present but is not acceptable.
     Failed(Rejection),
-    /// A credential was present and verified.
-    Verified(VerifiedToken),
+    /// A credential was present and verified (shared with the token cache).
+    Verified(Arc<VerifiedToken>),
 }
 
 /// The decision for one request.
 #[derive(Debug)]
 pub enum Decision {
     /// Let the request through; `None` is an anonymous request.
-    Allow(Option<VerifiedToken>),
+    Allow(Option<Arc<VerifiedToken>>),
     /// Stop it.
     Deny(Rejection),
 }
@@ -111,9 +111,9 @@ impl Route {
         }
     }
 
-    fn matches(&self, facts: &RequestFacts<'_>) -> bool {
-        let host = without_port(facts.host);
-        let path = without_query(facts.path);
+    /// Whether the route covers a request with these `facts`, whose host without port is
+    /// `host` and path without query is `path` (computed once per request, not per route).
+    fn matches(&self, facts: &RequestFacts<'_>, host: &str, path: &str) -> bool {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == facts.method))
@@ -204,7 +204,12 @@ impl Authorizer {
                 route: None,
             };
         }
-        match self.routes.iter().find(|route| route.matches(facts)) {
+        let (host, path) = (without_port(facts.host), without_query(facts.path));
+        match self
+            .routes
+            .iter()
+            .find(|route| route.matches(facts, host, path))
+        {
             Some(route) => Verdict {
                 decision: route.decide(authentication),
                 route: Some(Arc::clone(&route.name)),

@@ -49,12 +49,18 @@ impl HostPattern {
         Self(pattern.to_ascii_lowercase())
     }
 
-    /// Whether `host` (port already removed) matches.
+    /// Whether `host` (port already removed) matches. Compared case-insensitively in place:
+    /// no copy of the host per route.
     pub fn matches(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
         match self.0.strip_prefix('*') {
-            Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
-            None => host == self.0,
+            Some(suffix) => {
+                host.len() > suffix.len()
+                    && host
+                        .as_bytes()
+                        .get(host.len() - suffix.len()..)
+                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix.as_bytes()))
+            }
+            None => host.eq_ignore_ascii_case(&self.0),
         }
     }
 }
@@ -99,5 +105,10 @@ mod tests {
         assert!(HostPattern::new("*.example.com").matches("a.b.example.com"));
         assert!(!HostPattern::new("*.example.com").matches("example.com"));
         assert!(!HostPattern::new("*.example.com").matches("evil-example.com"));
+        assert!(HostPattern::new("*.Example.com").matches("A.EXAMPLE.COM"));
+        assert!(!HostPattern::new("api.example.com").matches("api.example.co"));
+        assert!(!HostPattern::new("*.example.com").matches(".example.co"));
+        assert!(HostPattern::new("*.example.com").matches("ä.example.com"));
+        assert!(!HostPattern::new("ä.example.com").matches("Ä.example.com"));
     }
 }

@@ -76,7 +76,7 @@ impl Requirement {
     /// Whether `token` satisfies the requirement.
     pub fn check(&self, token: &VerifiedToken) -> Result<(), Unmet> {
         let identity = &token.identity;
-        if !self.issuers.is_empty() && !self.issuers.contains(&identity.issuer) {
+        if !self.issuers.is_empty() && !self.issuers.iter().any(|i| **i == *identity.issuer) {
             return Err(Unmet::new(format!(
                 "issuer {} is not one of {:?}",
                 identity.issuer, self.issuers

@@ -53,6 +53,36 @@ pub struct Config {
     /// credential as `default_decision` says).
     #[serde(default)]
     pub routes: Option<Vec<RouteConfig>>,
+    /// Cache of verified tokens: a token seen again skips signature and claim checks (routes
+    /// still run for every request).
+    #[serde(default)]
+    pub token_cache: TokenCacheConfig,
+}
+
+/// The verified-token cache. An entry is keyed by the SHA-256 of the token, lives until the
+/// token's `exp` or `max_ttl` (whichever comes first), is never served once its signing key
+/// left the issuer's key set, and starts over on every configuration reload. Failed
+/// verifications are never cached.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCacheConfig {
+    /// Most tokens held at once; when full, tokens past their end go first, then tokens
+    /// close to it. `0` disables the cache. At most 10 000 000.
+    #[serde(default = "default_cache_max_entries")]
+    pub max_entries: usize,
+    /// Longest time one verification is reused (1s to 24h); a token is never served from
+    /// the cache at or after its `exp`.
+    #[serde(default = "default_cache_max_ttl")]
+    pub max_ttl: HumanDuration,
+}
+
+impl Default for TokenCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: default_cache_max_entries(),
+            max_ttl: default_cache_max_ttl(),
+        }
+    }
 }
 
 /// Listen addresses and process behaviour.
@@ -677,6 +707,14 @@ fn default_shutdown_grace() -> HumanDuration {
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 fn default_max_token_bytes() -> usize {
     DEFAULT_MAX_TOKEN_BYTES
+}
+/// Default bound of the verified-token cache.
+pub const DEFAULT_CACHE_MAX_ENTRIES: usize = 100_000;
+fn default_cache_max_entries() -> usize {
+    DEFAULT_CACHE_MAX_ENTRIES
+}
+fn default_cache_max_ttl() -> HumanDuration {
+    HumanDuration::from_secs(300)
 }
 fn default_realm() -> String {
     "fedauthz".into()

@@ -13,6 +13,9 @@ const MIN_KEY_PERIOD: Duration = Duration::from_secs(1);
 const MAX_UNKNOWN_KID_WAIT: Duration = Duration::from_secs(5);
 const KEY_DOCUMENT_BYTES: std::ops::RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
 const TOKEN_BYTES_RANGE: std::ops::RangeInclusive<usize> = 512..=65536;
+const MAX_CACHE_ENTRIES: usize = 10_000_000;
+const CACHE_TTL_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 
 /// All rule violations in `config`; empty when it is valid.
 pub fn validate(config: &Config) -> Vec<FieldError> {
@@ -34,6 +37,7 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
             ),
         );
     }
+    check_token_cache(config, &mut errors);
     check_response(config, &mut errors);
     let sample = config.decision_log.sample_allowed;
     if !(0.0..=1.0).contains(&sample) {
@@ -81,6 +85,28 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
     }
     check_routes(config, &mut errors);
     errors.0
+}
+
+fn check_token_cache(config: &Config, errors: &mut Errors) {
+    let cache = &config.token_cache;
+    if cache.max_entries > MAX_CACHE_ENTRIES {
+        errors.push(
+            "token_cache.max_entries",
+            format!(
+                "must be at most {MAX_CACHE_ENTRIES} (got {}); 0 disables the cache",
+                cache.max_entries
+            ),
+        );
+    }
+    if !CACHE_TTL_RANGE.contains(&cache.max_ttl.get()) {
+        errors.push(
+            "token_cache.max_ttl",
+            format!(
+                "must be between 1s and 24h (got {}); set max_entries: 0 to disable the cache",
+                cache.max_ttl
+            ),
+        );
+    }
 }
 
 #[derive(Default)]
@@ -781,6 +807,36 @@ issuers:
                 "issuers[0].keys.min_refresh: must not exceed max_refresh (1h)",
             ]
         );
+    }
+
+    #[test]
+    fn token_cache_defaults_and_limits() {
+        let config = parse_yaml(GOOD, "test.yaml").unwrap();
+        assert_eq!(config.token_cache.max_entries, 100_000);
+        assert_eq!(config.token_cache.max_ttl.get().as_secs(), 300);
+        let config = parse_yaml(
+            &format!("{GOOD}token_cache:\n  max_entries: 0\n  max_ttl: 30s\n"),
+            "test.yaml",
+        )
+        .unwrap();
+        assert_eq!(config.token_cache.max_entries, 0);
+        assert_eq!(config.token_cache.max_ttl.get().as_secs(), 30);
+        assert_eq!(
+            errors(&format!(
+                "{GOOD}token_cache: {{max_entries: 20000000, max_ttl: 0s}}\n"
+            )),
+            [
+                "token_cache.max_entries: must be at most 10000000 (got 20000000); 0 disables the cache",
+                "token_cache.max_ttl: must be between 1s and 24h (got 0s); set max_entries: 0 to disable the cache",
+            ]
+        );
+        assert!(
+            errors(&format!("{GOOD}token_cache: {{max_ttl: 25h}}\n"))[0]
+                .starts_with("token_cache.max_ttl: must be between 1s and 24h")
+        );
+        let errs = errors(&format!("{GOOD}token_cache: {{size: 5}}\n"));
+        assert!(errs[0].starts_with("token_cache"), "{errs:?}");
+        assert!(errs[0].contains("size"), "{errs:?}");
     }
 
     #[test]

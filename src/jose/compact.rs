@@ -167,13 +167,16 @@ fn decode_segment(
     if body.is_empty() && !may_be_empty {
         return Err(FormatError::EmptySegment(part));
     }
-    if !body
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(FormatError::Alphabet(part));
-    }
+    // The decoder refuses every byte outside the base64url alphabet, so the alphabet is only
+    // scanned separately to name the error (one pass over the token on the success path).
+    let alphabet = || {
+        body.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     if padding > 0 && padding != (4 - body.len() % 4) % 4 {
+        if !alphabet() {
+            return Err(FormatError::Alphabet(part));
+        }
         return Err(FormatError::Base64 {
             part,
             reason: format!(
@@ -182,13 +185,14 @@ fn decode_segment(
             ),
         });
     }
-    let bytes = URL_SAFE_NO_PAD
-        .decode(body)
-        .map_err(|err| FormatError::Base64 {
+    match URL_SAFE_NO_PAD.decode(body) {
+        Ok(bytes) => Ok((bytes, padding > 0)),
+        Err(_) if !alphabet() => Err(FormatError::Alphabet(part)),
+        Err(err) => Err(FormatError::Base64 {
             part,
             reason: err.to_string(),
-        })?;
-    Ok((bytes, padding > 0))
+        }),
+    }
 }
 
 fn parse_header(bytes: &[u8]) -> Result<JoseHeader, FormatError> {

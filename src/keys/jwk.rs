@@ -161,13 +161,41 @@ impl fmt::Debug for SignatureVerifier {
     }
 }
 
+/// The placeholder Entra ID writes into a key's `issuer` member (matched case-insensitively).
+const TENANT_PLACEHOLDER: &str = "{tenantid}";
+
 /// A key fedauthz trusts, bound to the algorithms it may verify.
 #[derive(Debug)]
 pub struct TrustedKey {
     kid: Option<String>,
     /// The key's own `issuer` member (Entra ID publishes one, possibly with `{tenantid}`).
     issuer: Option<String>,
+    /// Where `{tenantid}` sits in `issuer`, found once at load so a check never allocates.
+    issuer_tenant_at: Option<usize>,
     verifiers: Vec<(Algorithm, SignatureVerifier)>,
+    /// SHA-256 over everything that decides what this key verifies: kid, key material,
+    /// bound algorithms and `issuer`. Two loads of the same JWK give the same fingerprint.
+    fingerprint: [u8; 32],
+}
+
+/// SHA-256 over length-prefixed `parts` (so no two different part lists collide by framing).
+fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+    let mut hasher = openssl::sha::Sha256::new();
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.finish()
+}
+
+/// The members of a public JWK that carry its key material (RFC 7638 §3.2), by key type.
+fn material_members(family: KeyFamily) -> &'static [&'static str] {
+    match family {
+        KeyFamily::Rsa => &["kty", "e", "n"],
+        KeyFamily::Ec(_) => &["kty", "crv", "x", "y"],
+        KeyFamily::Ed25519 => &["kty", "crv", "x"],
+        KeyFamily::Oct => &["kty", "k"],
+    }
 }
 
 impl TrustedKey {
@@ -201,10 +229,26 @@ impl TrustedKey {
             Some(Value::String(issuer)) => Some(issuer.clone()),
             Some(_) => return Err(KeyRefusal::Malformed("issuer is not a string".into())),
         };
+        let kid = jwk.key_id().map(str::to_owned);
+        let material = material_members(family)
+            .iter()
+            .map(|name| map.get(*name).and_then(Value::as_str).unwrap_or_default());
+        let fingerprint = fingerprint(
+            [
+                kid.as_deref().unwrap_or_default(),
+                issuer.as_deref().unwrap_or_default(),
+            ]
+            .into_iter()
+            .chain(material)
+            .chain(verifiers.iter().map(|(alg, _)| alg.name()))
+            .map(str::as_bytes),
+        );
         Ok(Self {
-            kid: jwk.key_id().map(str::to_owned),
+            issuer_tenant_at: issuer.as_deref().and_then(tenant_placeholder_at),
+            kid,
             issuer,
             verifiers,
+            fingerprint,
         })
     }
 
@@ -241,10 +285,21 @@ impl TrustedKey {
         if verifiers.is_empty() {
             return Err(KeyRefusal::NoAllowedAlgorithm);
         }
+        let fingerprint = fingerprint(
+            [
+                b"oct".as_slice(),
+                kid.as_deref().unwrap_or_default().as_bytes(),
+                secret,
+            ]
+            .into_iter()
+            .chain(verifiers.iter().map(|(alg, _)| alg.name().as_bytes())),
+        );
         Ok(Self {
             kid,
             issuer: None,
+            issuer_tenant_at: None,
             verifiers,
+            fingerprint,
         })
     }
 
@@ -256,6 +311,23 @@ impl TrustedKey {
     /// The key's own `issuer` member, if the key set gave it one.
     pub fn issuer(&self) -> Option<&str> {
         self.issuer.as_deref()
+    }
+
+    /// The key's `issuer` split around its `{tenantid}` placeholder (text before, text after),
+    /// when it has one.
+    pub fn issuer_template(&self) -> Option<(&str, &str)> {
+        let issuer = self.issuer.as_deref()?;
+        let at = self.issuer_tenant_at?;
+        Some((
+            issuer.get(..at)?,
+            issuer.get(at + TENANT_PLACEHOLDER.len()..)?,
+        ))
+    }
+
+    /// A digest of everything that decides what this key verifies (kid, key material, bound
+    /// algorithms, `issuer`): equal for two loads of the same key, different otherwise.
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
     }
 
     /// The algorithms this key may verify.
@@ -272,6 +344,14 @@ impl TrustedKey {
             .find(|(bound, _)| *bound == alg)
             .map(|(_, verifier)| verifier)
     }
+}
+
+/// Byte offset of `{tenantid}` in `issuer`, compared case-insensitively.
+fn tenant_placeholder_at(issuer: &str) -> Option<usize> {
+    issuer
+        .as_bytes()
+        .windows(TENANT_PLACEHOLDER.len())
+        .position(|window| window.eq_ignore_ascii_case(TENANT_PLACEHOLDER.as_bytes()))
 }
 
 fn key_family(jwk: &Jwk, map: &Map<String, Value>) -> Result<KeyFamily, KeyRefusal> {
@@ -543,5 +623,56 @@ mod tests {
         assert!(!verifier.verify(b"a.c", &mac));
         assert!(!verifier.verify(b"a.b", &mac[..31]));
         assert!(!verifier.verify(b"a.b", b""));
+    }
+
+    #[test]
+    fn key_issuer_templates_are_split_once_at_load() {
+        let policy = AlgorithmPolicy::default();
+        let jwk = ec_public(None);
+        let template = "https://login.example.com/{TenantId}/v2.0";
+        let key =
+            TrustedKey::from_jwk(&with(jwk.clone(), "issuer", template.into()), &policy).unwrap();
+        assert_eq!(
+            key.issuer_template(),
+            Some(("https://login.example.com/", "/v2.0"))
+        );
+        let pinned = "https://login.example.com/t1/v2.0";
+        let key =
+            TrustedKey::from_jwk(&with(jwk.clone(), "issuer", pinned.into()), &policy).unwrap();
+        assert_eq!(key.issuer(), Some(pinned));
+        assert_eq!(key.issuer_template(), None);
+    }
+
+    #[test]
+    fn fingerprints_cover_material_kid_binding_and_issuer() {
+        let policy = AlgorithmPolicy::default();
+        let jwk = ec_public(None);
+        let fingerprint = |jwk: &Value| *TrustedKey::from_jwk(jwk, &policy).unwrap().fingerprint();
+        let base = fingerprint(&jwk);
+        assert_eq!(base, fingerprint(&jwk), "stable across loads");
+        assert_eq!(
+            base,
+            fingerprint(&with(jwk.clone(), "use", "sig".into())),
+            "members that do not change verification do not count"
+        );
+        for changed in [
+            with(jwk.clone(), "kid", "e2".into()),
+            with(jwk.clone(), "issuer", "https://idp".into()),
+            ec_public(None),
+        ] {
+            assert_ne!(base, fingerprint(&changed), "{changed}");
+        }
+        let two_algs = AlgorithmPolicy {
+            allowed: vec![Algorithm::RS256, Algorithm::PS256],
+        };
+        let rsa = rsa_public(None);
+        assert_ne!(
+            TrustedKey::from_jwk(&rsa, &two_algs).unwrap().fingerprint(),
+            TrustedKey::from_jwk(&rsa, &policy).unwrap().fingerprint(),
+            "the bound algorithms count"
+        );
+        let a = TrustedKey::hmac(&[1; 32], Some("h".into()), &[Algorithm::HS256]).unwrap();
+        let b = TrustedKey::hmac(&[2; 32], Some("h".into()), &[Algorithm::HS256]).unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
@@ -36,9 +37,13 @@ fn skipped_suffix(skipped: &[String]) -> String {
     }
 }
 
+/// Source of [`KeySet::id`]s: every set built in this process gets its own.
+static NEXT_SET_ID: AtomicU64 = AtomicU64::new(1);
+
 /// The usable keys of one issuer.
 #[derive(Debug, Default)]
 pub struct KeySet {
+    id: u64,
     keys: Vec<Arc<TrustedKey>>,
     by_kid: HashMap<String, Arc<TrustedKey>>,
     skipped: Vec<String>,
@@ -103,19 +108,32 @@ impl KeySet {
             }
         }
         Ok(Self {
+            id: NEXT_SET_ID.fetch_add(1, Ordering::Relaxed),
             keys,
             by_kid,
             skipped,
         })
     }
 
+    /// Identifies this set among every set built in this process (a reload of the same keys
+    /// is a new set with a new id; compare [`TrustedKey::fingerprint`]s to see whether a key
+    /// is still the same).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The key a token names. With a `kid`: the key with exactly that `kid`. Without one: the
     /// only key, when the set has exactly one; otherwise nothing (never "try them all").
     pub fn select(&self, kid: Option<&str>) -> Option<&TrustedKey> {
+        self.select_shared(kid).map(Arc::as_ref)
+    }
+
+    /// [`KeySet::select`], as the shared key (so a caller may keep it).
+    pub fn select_shared(&self, kid: Option<&str>) -> Option<&Arc<TrustedKey>> {
         match kid {
-            Some(kid) => self.by_kid.get(kid).map(Arc::as_ref),
+            Some(kid) => self.by_kid.get(kid),
             None => match self.keys.as_slice() {
-                [only] => Some(only.as_ref()),
+                [only] => Some(only),
                 _ => None,
             },
         }
@@ -178,6 +196,33 @@ mod tests {
         let doc = json!({"keys": [ec_jwk(Some("a"))]});
         let set = KeySet::from_jwks(&doc, &AlgorithmPolicy::default(), []).unwrap();
         assert_eq!(set.select(None).unwrap().kid(), Some("a"));
+    }
+
+    #[test]
+    fn every_set_has_its_own_id_and_a_reloaded_key_the_same_fingerprint() {
+        let jwk = ec_jwk(Some("a"));
+        let doc = json!({"keys": [jwk]});
+        let p = AlgorithmPolicy::default();
+        let first = KeySet::from_jwks(&doc, &p, []).unwrap();
+        let again = KeySet::from_jwks(&doc, &p, []).unwrap();
+        assert_ne!(first.id(), again.id());
+        let (a, b) = (
+            first.select(Some("a")).unwrap(),
+            again.select(Some("a")).unwrap(),
+        );
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        let other = KeySet::from_jwks(&json!({"keys": [ec_jwk(Some("a"))]}), &p, []).unwrap();
+        assert_ne!(
+            other.select(Some("a")).unwrap().fingerprint(),
+            a.fingerprint()
+        );
+        let mut renamed = doc["keys"][0].clone();
+        renamed["kid"] = json!("b");
+        let renamed = KeySet::from_jwks(&json!({"keys": [renamed]}), &p, []).unwrap();
+        assert_ne!(
+            renamed.select(Some("b")).unwrap().fingerprint(),
+            a.fingerprint()
+        );
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl Responder {
         route: Option<&str>,
     ) -> CheckResponse {
         let mut response = match decision {
-            Decision::Allow(token) => self.allow(token.as_ref(), credential_header, route),
+            Decision::Allow(token) => self.allow(token.as_deref(), credential_header, route),
             Decision::Deny(rejection) => self.deny(rejection),
         };
         if let (Some(route), Some(metadata)) = (route, response.dynamic_metadata.as_mut()) {

@@ -110,7 +110,7 @@ impl Field {
         let joined = |list: &[String]| (!list.is_empty()).then(|| list.join(" "));
         match self {
             Self::Subject => Some(identity.subject.clone()),
-            Self::Issuer => Some(identity.issuer.clone()),
+            Self::Issuer => Some(identity.issuer.to_string()),
             Self::Tenant => identity.tenant.clone(),
             Self::Client => identity.client.clone(),
             Self::Email => identity.email.clone(),

@@ -9,6 +9,7 @@
 //! Depends on [`crate::jose`], [`crate::keys`], [`crate::extract`] (location sets),
 //! [`crate::identity`] (normalizing what verified) and [`crate::reason`].
 
+pub mod cache;
 mod claims;
 
 use std::collections::{HashMap, HashSet};
@@ -137,6 +138,33 @@ impl From<Rejection> for Failure {
     }
 }
 
+/// The key that verified a token, as the key set held it then. A verified-token cache uses it
+/// to tell whether the key is still trusted.
+#[derive(Debug, Clone)]
+pub struct VerifyingKey {
+    /// The `kid` of the token header (`None`: the token had none and the set had one key).
+    pub kid: Option<String>,
+    /// [`KeySet::id`] of the set the key was taken from.
+    pub key_set: u64,
+    /// The key.
+    pub key: Arc<TrustedKey>,
+}
+
+impl VerifyingKey {
+    /// True while `keys` would still verify the token with this same key: the very set it came
+    /// from, or a newer one that holds an identical key under the same selection. False once
+    /// the key is rotated out or changed, or the issuer has no keys.
+    pub fn still_trusted(&self, keys: Option<&KeySet>) -> bool {
+        let Some(keys) = keys else {
+            return false;
+        };
+        keys.id() == self.key_set
+            || keys.select_shared(self.kid.as_deref()).is_some_and(|key| {
+                Arc::ptr_eq(key, &self.key) || key.fingerprint() == self.key.fingerprint()
+            })
+    }
+}
+
 /// A token that passed every check.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
@@ -150,6 +178,8 @@ pub struct VerifiedToken {
     pub identity: Box<Identity>,
     /// All claims, for later phases (authorization, headers).
     pub claims: Map<String, Value>,
+    /// The key that verified the signature.
+    pub verified_by: VerifyingKey,
 }
 
 /// Every trusted issuer, looked up by exact `iss`, then by tenant template.
@@ -189,6 +219,11 @@ impl IssuerRegistry {
     /// The issuers, in configuration order.
     pub fn issuers(&self) -> &[Arc<Issuer>] {
         &self.ordered
+    }
+
+    /// The largest accepted token, in bytes.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
     }
 
     /// Verifies `token`, found in `locations`, at time `now` (seconds since the epoch).
@@ -240,14 +275,15 @@ impl IssuerRegistry {
         }
         let checked = self
             .verify_with(issuer, tenant, &jws, &claims, locations)
-            .and_then(|()| {
+            .and_then(|key| {
                 issuer
                     .rules
                     .check(&jws.header, &claims, now)
+                    .map(|valid| (valid, key))
                     .map_err(Failure::from)
             });
         match checked {
-            Ok(valid) => Ok(VerifiedToken {
+            Ok((valid, verified_by)) => Ok(VerifiedToken {
                 identity: Box::new(Identity::from_claims(
                     &issuer.id,
                     &valid.subject,
@@ -258,6 +294,7 @@ impl IssuerRegistry {
                 subject: valid.subject,
                 expires_at: valid.expires_at,
                 claims,
+                verified_by,
             }),
             Err(mut failure) => {
                 failure.rejection = failure.rejection.for_issuer(&issuer.id);
@@ -296,7 +333,7 @@ impl IssuerRegistry {
         jws: &CompactJws<'_>,
         claims: &Map<String, Value>,
         locations: LocationSet,
-    ) -> Result<(), Failure> {
+    ) -> Result<VerifyingKey, Failure> {
         if jws.padded && !issuer.accept_padded {
             return Err(Rejection::new(
                 Reason::TokenMalformed,
@@ -371,7 +408,11 @@ impl IssuerRegistry {
                 .into());
             }
         }
-        Ok(())
+        Ok(VerifyingKey {
+            kid: jws.header.kid.clone(),
+            key_set: keys.id(),
+            key: Arc::clone(key),
+        })
     }
 }
 
@@ -385,21 +426,21 @@ fn check_key_issuer(
     let Some(key_issuer) = key.issuer() else {
         return Ok(());
     };
-    let lower = key_issuer.to_ascii_lowercase();
-    let expected = match lower.find(TENANT_PLACEHOLDER) {
-        None => key_issuer.to_owned(),
-        Some(at) => {
+    // `iss` must equal the key's issuer with `{tenantid}` replaced by the token's `tid`;
+    // compared piecewise, without building the expected string.
+    let matches = match key.issuer_template() {
+        None => key_issuer == iss,
+        Some((before, after)) => {
             let tid = claims
                 .get("tid")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let rest = key_issuer
-                .get(at + TENANT_PLACEHOLDER.len()..)
-                .unwrap_or_default();
-            format!("{}{tid}{rest}", key_issuer.get(..at).unwrap_or_default())
+            iss.strip_prefix(before)
+                .and_then(|rest| rest.strip_suffix(after))
+                == Some(tid)
         }
     };
-    if expected == iss {
+    if matches {
         Ok(())
     } else {
         Err(Rejection::new(
@@ -415,9 +456,9 @@ fn check_key_issuer(
 pub fn verify_signature<'k>(
     keys: &'k KeySet,
     jws: &CompactJws<'_>,
-) -> Result<&'k TrustedKey, Rejection> {
+) -> Result<&'k Arc<TrustedKey>, Rejection> {
     let kid = jws.header.kid.as_deref();
-    let key = keys.select(kid).ok_or_else(|| match kid {
+    let key = keys.select_shared(kid).ok_or_else(|| match kid {
         Some(kid) => Rejection::new(Reason::KeyUnknown, format!("no key has kid {kid:?}")),
         None => Rejection::new(
             Reason::KeyUnknown,
