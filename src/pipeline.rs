@@ -7,6 +7,7 @@
 //! ([`crate::verify::cache`]), so a reload starts with an empty one; routes and the response
 //! run for every request, cached or not.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -37,6 +38,9 @@ pub struct Pipeline {
     cache: Option<TokenCache>,
     /// The cache counters (kept even when caching is off, and across reloads).
     cache_stats: Arc<CacheStats>,
+    /// Top-level claims that routes and header templates read (every other claim is dropped
+    /// once the identity is normalized).
+    kept_claims: HashSet<String>,
     authorizer: Authorizer,
     responder: Responder,
     decision_log: DecisionLog,
@@ -99,6 +103,16 @@ impl Pipeline {
                 alb_signers: issuer.alb_signers.clone(),
             }));
         }
+        let authorizer = Authorizer::new(config);
+        let responder = Responder::new(config);
+        let kept_claims = authorizer
+            .claim_paths()
+            .iter()
+            .map(String::as_str)
+            .chain(responder.claim_paths())
+            .flat_map(claim_roots)
+            .map(str::to_owned)
+            .collect();
         Self {
             extractor: Extractor::new(&locations),
             issuers: IssuerRegistry::new(issuers, config.max_token_bytes),
@@ -108,8 +122,9 @@ impl Pipeline {
                 Arc::clone(&cache_stats),
             ),
             cache_stats,
-            authorizer: Authorizer::new(config),
-            responder: Responder::new(config),
+            kept_claims,
+            authorizer,
+            responder,
             decision_log: DecisionLog::new(&config.decision_log),
         }
     }
@@ -170,14 +185,30 @@ impl Pipeline {
             .as_ref()
             .filter(|_| token.len() <= self.issuers.max_token_bytes());
         let Some(cache) = cache else {
-            return self.issuers.verify(token, locations, now).map(Arc::new);
+            return self.verify_uncached(token, locations, now).map(Arc::new);
         };
         let digest = cache::digest(token);
         if let Some(hit) = cache.get(&digest, locations, now) {
             return Ok(hit);
         }
-        let verified = Arc::new(self.issuers.verify(token, locations, now)?);
+        let verified = Arc::new(self.verify_uncached(token, locations, now)?);
         cache.insert(digest, Arc::clone(&verified), now);
+        Ok(verified)
+    }
+
+    /// Verifies `token`, keeping only the claims a later phase reads (the identity is already
+    /// normalized from all of them): cached tokens stay small, and a rule sees the same claims
+    /// whether its token came from the cache or not.
+    fn verify_uncached(
+        &self,
+        token: &str,
+        locations: LocationSet,
+        now: i64,
+    ) -> Result<VerifiedToken, Failure> {
+        let mut verified = self.issuers.verify(token, locations, now)?;
+        verified
+            .claims
+            .retain(|name, _| self.kept_claims.contains(name.as_str()));
         Ok(verified)
     }
 
@@ -200,6 +231,12 @@ impl Pipeline {
     pub fn cache_stats(&self) -> &Arc<CacheStats> {
         &self.cache_stats
     }
+}
+
+/// The top-level claim names a claim path may start at: the whole path and each prefix ending
+/// before a `.` (`a.b.c` → `a.b.c`, `a.b`, `a`), as [`crate::identity::claim`] resolves it.
+fn claim_roots(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::once(path).chain(path.match_indices('.').filter_map(|(at, _)| path.get(..at)))
 }
 
 fn claim_rules(issuer: &IssuerConfig) -> ClaimRules {
@@ -265,5 +302,23 @@ impl Generation {
     /// Ready when every issuer has keys.
     pub fn is_ready(&self) -> bool {
         self.keys.missing().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_path_may_start_at_any_dot() {
+        assert_eq!(claim_roots("a").collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            claim_roots("a.b.c").collect::<Vec<_>>(),
+            ["a.b.c", "a", "a.b"]
+        );
+        assert_eq!(
+            claim_roots("https://example.com/roles").collect::<Vec<_>>(),
+            ["https://example.com/roles", "https://example"]
+        );
     }
 }

@@ -196,6 +196,15 @@ impl Authorizer {
         }
     }
 
+    /// The claim paths some route's requirements read.
+    pub fn claim_paths(&self) -> Vec<String> {
+        let mut paths = Vec::new();
+        for route in &self.routes {
+            route.requirement.claim_paths(&mut paths);
+        }
+        paths
+    }
+
     /// The decision for a request with these `facts` and this `authentication`.
     pub fn decide(&self, facts: &RequestFacts<'_>, authentication: Authentication) -> Verdict {
         if let Authentication::Failed(rejection) = authentication {

@@ -73,6 +73,17 @@ impl Requirement {
         }
     }
 
+    /// The claim paths the requirement (and its nested ones) reads.
+    pub fn claim_paths(&self, into: &mut Vec<String>) {
+        into.extend(self.claims.iter().map(|c| c.path.clone()));
+        if !self.audiences.is_empty() {
+            into.push("aud".into());
+        }
+        for nested in self.any_of.iter().chain(&self.all_of) {
+            nested.claim_paths(into);
+        }
+    }
+
     /// Whether `token` satisfies the requirement.
     pub fn check(&self, token: &VerifiedToken) -> Result<(), Unmet> {
         let identity = &token.identity;

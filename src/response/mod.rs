@@ -120,6 +120,14 @@ impl Responder {
         )
     }
 
+    /// The claim paths some header template reads.
+    pub fn claim_paths(&self) -> impl Iterator<Item = &str> {
+        self.headers
+            .iter()
+            .chain(self.route_headers.values().flatten())
+            .flat_map(|(_, template)| template.claim_paths())
+    }
+
     /// A responder for `response` settings and per-route headers of `routes`.
     pub fn with_routes(response: &ResponseConfig, routes: &[crate::config::RouteConfig]) -> Self {
         let headers = compile(&response.headers);

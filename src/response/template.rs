@@ -34,6 +34,14 @@ enum Field {
 }
 
 impl Template {
+    /// The `claims.PATH` paths the template reads.
+    pub fn claim_paths(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Field(Field::Claim(path)) => Some(path.as_str()),
+            _ => None,
+        })
+    }
+
     /// Parses `text`; the error says which placeholder is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut parts = Vec::new();

@@ -379,6 +379,50 @@ routes:
     }
 
     #[test]
+    fn only_the_claims_rules_and_templates_read_are_kept() {
+        let signer = Signer::new("k1");
+        let extra = "
+response:
+  headers: { x-tier: '{claims.org.tier}' }
+routes:
+  - name: read
+    match: { paths: [/read] }
+    require: { scopes: [read], claims: [{ path: 'https://example.com/team', equals: blue }] }
+  - name: audience
+    match: { paths: [/aud] }
+    require: { audiences: [api] }
+";
+        let generation = generation(&signer, extra, None);
+        let header = json!({"alg": "ES256", "kid": "k1"});
+        let claims = json!({
+            "iss": ISS, "sub": "alice", "aud": "api", "scope": "read", "iat": NOW, "exp": NOW + 600,
+            "https://example.com/team": "blue", "org": {"tier": "gold"}, "unrelated": "x".repeat(500),
+        });
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let token = format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(signer.signer.sign(input.as_bytes()).unwrap())
+        );
+        for _ in 0..2 {
+            let checked = check(&generation.pipeline, &token, "/read", NOW);
+            let kept = allowed(&checked);
+            let mut names: Vec<&str> = kept.claims.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            assert_eq!(names, ["aud", "https://example.com/team", "org"]);
+            assert_eq!(
+                kept.identity.scopes,
+                ["read"],
+                "the identity saw every claim"
+            );
+        }
+        assert_eq!(counts(&generation.pipeline), (1, 1, 1));
+    }
+
+    #[test]
     fn an_entry_is_never_served_at_or_after_exp() {
         let signer = Signer::new("k1");
         let generation = generation(&signer, "", None);
