@@ -657,10 +657,18 @@ fn run(flags: &Flags) -> anyhow::Result<()> {
         requests,
         authorizations,
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()?;
+    // One thread (the default, pinned to one CPU by scripts/bench): a current-thread runtime,
+    // the cheapest way to drive many connections from one core.
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(measure(shared))
 }
 

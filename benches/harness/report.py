@@ -73,6 +73,35 @@ def verdict_max(value, target, unit):
     return f"**missed** ({value:g} {unit} > {target:g} {unit}: {value / target:.1f}× the target)"
 
 
+PERF_FRAMES = [
+    ("Check handler (`CheckService::check`: pipeline and response)", "fedauthz::service::CheckService as"),
+    ("`Pipeline::check` (extract, verify, identity, authorize)", "fedauthz::pipeline::Pipeline::check"),
+    ("`verify_signature` (josekit → OpenSSL)", "fedauthz::verify::verify_signature"),
+    ("of which `EC_POINT_mul` (P-256 point multiplication)", " EC_POINT_mul"),
+    ("HTTP/2 connection (`h2 Connection::poll`: framing, HPACK, I/O)", "h2::proto::connection::Connection<T,P,B>::poll"),
+]
+
+
+def perf_shares(path):
+    """Inclusive shares of a few frames from `perf report --children --sort symbol -g none`."""
+    if not path or not os.path.exists(path):
+        return []
+    lines = [l for l in open(path, errors="replace") if l.strip() and not l.startswith("#")]
+    shares = []
+    for label, needle in PERF_FRAMES:
+        best = None
+        for l in lines:
+            if needle in l:
+                try:
+                    v = float(l.split()[0].rstrip("%"))
+                except ValueError:
+                    continue
+                best = v if best is None else max(best, v)
+        if best is not None:
+            shares.append((label, best))
+    return shares
+
+
 def section(results, args):
     by = {r["tag"]: r for r in results}
     a = lambda s, t, l: by.get(f"a-{s}-{t}-{l}")
@@ -96,7 +125,8 @@ def section(results, args):
       f"{sh('rustc --version')}; Envoy {args.envoy}")
     w(f"- Pinning: servers under test (fedauthz / null-authz, and Envoy with `--concurrency 1`) on CPU "
       f"{args.server_cpu}; load generators (fedauthz-load with one tokio worker, h2load `-t 1`, wrk `-t1`) "
-      f"on CPU {args.load_cpu}. Through Envoy, Envoy and the auth server share CPU {args.server_cpu}.")
+      f"on CPU {args.load_cpu}. Through Envoy, Envoy and the auth server share CPU {args.server_cpu}. "
+      f"All of them at nice {args.nice} (the machine is shared with other builds).")
     w(f"- Each measurement: {args.warmup} s warm-up (not recorded), then {args.duration} s. "
       "Saturation = closed loop; 1k/5k rps = open loop, latency from each request's intended send "
       "time (no coordinated omission), HDR histogram. Whole run: "
@@ -205,6 +235,20 @@ def section(results, args):
           f"Token cache metrics after them: {c['cache_metrics'] or 'none (no cache in this build)'}.")
         w("")
 
+    # profile
+    prof = perf_shares(args.perf)
+    if prof:
+        w("### Where fedauthz's time goes")
+        w("")
+        w("`perf record -e cpu-clock --call-graph dwarf` of fedauthz during a unique-token saturation run "
+          "(inclusive share of fedauthz's CPU samples; software clock, no hardware counters on this VM):")
+        w("")
+        w("| frame | share |")
+        w("|---|---:|")
+        for label, value in prof:
+            w(f"| {label} | {value:.1f} % |")
+        w("")
+
     # targets
     w("### Targets (issue 7)")
     w("")
@@ -275,6 +319,8 @@ def main():
     p.add_argument("--envoy", default="?")
     p.add_argument("--loadavg", default="?")
     p.add_argument("--token-bytes", default="?")
+    p.add_argument("--nice", default="0")
+    p.add_argument("--perf")
     args = p.parse_args()
     if args.write:
         write(args.write, args.input if not args.section else args.section)
