@@ -36,7 +36,12 @@ def lat(r):
 
 
 def rps(r):
-    return "–" if not r else f"{r['rps']:,.0f}"
+    if not r:
+        return "–"
+    runs = r.get("runs")
+    if runs and len(runs) > 1:
+        return f"{r['rps']:,.0f} ({runs[0]:,.0f}–{runs[-1]:,.0f})"
+    return f"{r['rps']:,.0f}"
 
 
 def bad(*runs):
@@ -102,7 +107,32 @@ def perf_shares(path):
     return shares
 
 
+def fold_repeats(results):
+    """Saturation runs repeated as TAG-rN become one TAG record: the median run by rps, with the
+    range of all of them in `range` and every run in `runs`."""
+    groups = {}
+    for r in results:
+        tag = r.get("tag", "")
+        if "-r" in tag and tag.rsplit("-r", 1)[1].isdigit():
+            groups.setdefault(tag.rsplit("-r", 1)[0], []).append(r)
+    folded = []
+    for tag, runs in groups.items():
+        runs.sort(key=lambda r: r["rps"])
+        median = dict(runs[len(runs) // 2])
+        median["tag"] = tag
+        median["runs"] = [r["rps"] for r in runs]
+        median["non_ok"] = sum(r.get("non_ok", 0) for r in runs)
+        kinds = {}
+        for r in runs:
+            for k, v in (r.get("non_ok_kinds") or {}).items():
+                kinds[k] = kinds.get(k, 0) + v
+        median["non_ok_kinds"] = kinds
+        folded.append(median)
+    return results + folded
+
+
 def section(results, args):
+    results = fold_repeats(results)
     by = {r["tag"]: r for r in results}
     a = lambda s, t, l: by.get(f"a-{s}-{t}-{l}")
     b = lambda m, l: by.get(f"b-{m}-{l}")
@@ -127,12 +157,14 @@ def section(results, args):
       f"{args.server_cpu}; load generators (fedauthz-load with one tokio worker, h2load `-t 1`, wrk `-t1`) "
       f"on CPU {args.load_cpu}. Through Envoy, Envoy and the auth server share CPU {args.server_cpu}. "
       f"All of them at nice {args.nice} (the machine is shared with other builds).")
-    w(f"- Each measurement: {args.warmup} s warm-up (not recorded), then {args.duration} s. "
+    w(f"- Each measurement: {args.warmup} s warm-up (not recorded), then {args.duration} s. Saturation with "
+      f"fedauthz-load is measured {args.repeat} times (direct: alternating null and fedauthz): median, "
+      "and the range in parentheses; ratios use the medians. "
       "Saturation = closed loop; 1k/5k rps = open loop, latency from each request's intended send "
       "time (no coordinated omission), HDR histogram. Whole run: "
       f"{args.elapsed} s (build excluded when cached).")
     w(f"- Tokens: ES256 (P-256), {args.token_bytes} bytes, minted by `fedauthz-load mint`: a repeated pool of 64 "
-      "tokens, and 150,000 unique tokens (every check verifies a signature; unique runs against "
+      "tokens, and 250,000 unique tokens (every check verifies a signature; unique runs against "
       "fedauthz never reuse a token, also across runs). Envoy runs use the pool.")
     w(f"- fedauthz verified-token cache: {args.cache_state}.")
     w("- Every answer is checked (gRPC: OK; HTTP: 200); the non-OK columns count the rest. A run "
@@ -273,7 +305,7 @@ def section(results, args):
     w("```sh")
     w("scripts/bench                                   # everything above; BENCH_NO_WRITE=1 leaves this file alone")
     w("cargo build --release --features bench-harness  # what it builds: fedauthz, null-authz, fedauthz-load")
-    w("target/release/fedauthz-load mint --out target/bench --pool 64 --unique 150000 --multi-issuers 50 --multi-tokens 100000")
+    w("target/release/fedauthz-load mint --out target/bench --pool 64 --unique 250000 --multi-issuers 50 --multi-tokens 100000")
     w("taskset -c 0 target/release/null-authz --listen 127.0.0.1:18052")
     w("RUST_LOG=warn taskset -c 0 target/release/fedauthz serve --config target/bench/fedauthz-bench.yaml")
     w(f"taskset -c 1 target/release/fedauthz-load run --target grpc --connections 4 --concurrency 16 \\")
@@ -321,6 +353,7 @@ def main():
     p.add_argument("--token-bytes", default="?")
     p.add_argument("--nice", default="0")
     p.add_argument("--perf")
+    p.add_argument("--repeat", default="1")
     args = p.parse_args()
     if args.write:
         write(args.write, args.input if not args.section else args.section)
