@@ -52,6 +52,8 @@ pub struct Credential<'r> {
     pub locations: LocationSet,
     /// The header it came from, if any (so it can be removed before the request goes upstream).
     pub header: Option<&'r str>,
+    /// The cookie it came in, if any (likewise).
+    pub cookie: Option<&'r str>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,15 +100,15 @@ impl Extractor {
     ) -> Result<Option<Credential<'r>>, Rejection> {
         let mut found: Option<Credential<'r>> = None;
         for (index, location) in self.locations.iter().enumerate() {
-            let (token, header) = match location {
+            let (token, header, cookie) = match location {
                 Location::Header { name, prefix } => {
                     match header_token(headers, name, prefix.as_deref())? {
-                        Some(token) => (token, Some(name.as_str())),
+                        Some(token) => (token, Some(name.as_str()), None),
                         None => continue,
                     }
                 }
                 Location::Cookie { name } => match cookie_token(headers, name)? {
-                    Some(token) => (token, None),
+                    Some(token) => (token, None, Some(name.as_str())),
                     None => continue,
                 },
             };
@@ -116,13 +118,13 @@ impl Extractor {
                         token,
                         locations: LocationSet::single(index),
                         header,
+                        cookie,
                     });
                 }
                 Some(existing) if existing.token == token => {
                     existing.locations.insert(index);
-                    if existing.header.is_none() {
-                        existing.header = header;
-                    }
+                    existing.header = existing.header.or(header);
+                    existing.cookie = existing.cookie.or(cookie);
                 }
                 Some(_) => {
                     return Err(ambiguous("different tokens in two configured locations"));
@@ -196,6 +198,18 @@ fn find_cookie<'a>(cookies: &'a str, name: &str) -> Result<Option<&'a str>, Reje
         }
     }
     Ok(found)
+}
+
+/// The `cookie` header `cookies` without the cookie `name`: `None` when no other cookie is left.
+/// The rest is rewritten as `name=value` pairs joined by `; ` (RFC 6265 §4.2.1).
+pub fn without_cookie(cookies: &str, name: &str) -> Option<String> {
+    let rest: Vec<&str> = cookies
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| pair.split_once('=').is_none_or(|(key, _)| key != name))
+        .collect();
+    (!rest.is_empty()).then(|| rest.join("; "))
 }
 
 #[cfg(test)]
@@ -332,5 +346,24 @@ mod tests {
         assert!(set.intersects(LocationSet::single(63)));
         assert!(!set.intersects(LocationSet::single(0)));
         assert_eq!(LocationSet::single(64), LocationSet::default());
+    }
+
+    #[test]
+    fn the_credential_cookie_is_taken_out_of_the_cookie_header() {
+        assert_eq!(
+            without_cookie("theme=dark; tok=abc; lang=en", "tok").as_deref(),
+            Some("theme=dark; lang=en")
+        );
+        assert_eq!(without_cookie("tok=abc", "tok"), None);
+        assert_eq!(without_cookie(" tok=abc ;  ", "tok"), None);
+        assert_eq!(
+            without_cookie("a=1,tok=abc, b=2", "tok").as_deref(),
+            Some("a=1; b=2"),
+            "Envoy may join repeated cookie headers with commas"
+        );
+        assert_eq!(
+            without_cookie("tokx=1; tok=2", "tok").as_deref(),
+            Some("tokx=1")
+        );
     }
 }

@@ -17,12 +17,12 @@ use tracing::field::Empty;
 use crate::authz::{Authentication, Authorizer, Decision, RequestFacts, Verdict};
 use crate::config::{Config, FieldError, IssuerConfig, TokenLocation};
 use crate::decision_log::DecisionLog;
-use crate::extract::{Extractor, HeaderLookup, LocationSet};
+use crate::extract::{Credential, Extractor, HeaderLookup, LocationSet, without_cookie};
 use crate::identity::Profile;
 use crate::keys::KeyStore;
 use crate::keys::source::{self, KeySources};
 use crate::proto::auth::CheckResponse;
-use crate::response::Responder;
+use crate::response::{CookieHeader, CredentialPlace, Responder};
 use crate::verify::cache::{self, CacheStats, TokenCache};
 use crate::verify::{
     AudienceRule, ClaimRules, Failure, Issuer, IssuerRegistry, KeyMiss, Tenancy, VerifiedToken,
@@ -137,9 +137,12 @@ impl Pipeline {
         now: i64,
     ) -> Checked {
         let mut key_miss = None;
-        let (authentication, credential_header) = match self.extractor.extract(headers) {
-            Err(rejection) => (Authentication::Failed(rejection), None),
-            Ok(None) => (Authentication::Missing, None),
+        let (authentication, place) = match self.extractor.extract(headers) {
+            Err(rejection) => (
+                Authentication::Failed(rejection),
+                CredentialPlace::default(),
+            ),
+            Ok(None) => (Authentication::Missing, CredentialPlace::default()),
             Ok(Some(credential)) => {
                 let span = debug_span!("verify", fedauthz.issuer = Empty, fedauthz.reason = Empty);
                 let _entered = span.enter();
@@ -157,13 +160,11 @@ impl Pipeline {
                         Authentication::Failed(failure.rejection)
                     }
                 };
-                (outcome, credential.header)
+                (outcome, credential_place(&credential, headers))
             }
         };
         let Verdict { decision, route } = self.authorizer.decide(facts, authentication);
-        let response = self
-            .responder
-            .respond(&decision, credential_header, route.as_deref());
+        let response = self.responder.respond(&decision, &place, route.as_deref());
         Checked {
             response,
             decision,
@@ -230,6 +231,25 @@ impl Pipeline {
     /// The cache hit and miss counters.
     pub fn cache_stats(&self) -> &Arc<CacheStats> {
         &self.cache_stats
+    }
+}
+
+/// Where `credential` sits in the request: its header, or its cookie within `cookie`.
+fn credential_place<'r>(
+    credential: &Credential<'r>,
+    headers: &impl HeaderLookup,
+) -> CredentialPlace<'r> {
+    CredentialPlace {
+        header: credential.header,
+        cookie_header: credential.cookie.map(|name| {
+            match headers
+                .header("cookie")
+                .and_then(|all| without_cookie(&all, name))
+            {
+                Some(rest) => CookieHeader::Replace(rest),
+                None => CookieHeader::Remove,
+            }
+        }),
     }
 }
 

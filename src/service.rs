@@ -209,16 +209,16 @@ impl Authorization for CheckService {
             .instrument(span.clone())
             .await;
         let (decision, reason, issuer) = match &checked.decision {
-            Decision::Allow(Some(token)) => ("allow", "token_valid", Some(&*token.issuer.id)),
+            Decision::Allow(Some(token)) => ("allow", "token_valid", Some(&token.issuer.id)),
             Decision::Allow(None) => ("allow", "anonymous", None),
             Decision::Deny(rejection) => {
-                ("deny", rejection.reason.code(), rejection.issuer.as_deref())
+                ("deny", rejection.reason.code(), rejection.issuer.as_ref())
             }
         };
         span.record("fedauthz.decision", decision);
         span.record("fedauthz.reason", reason);
         if let Some(issuer) = issuer {
-            span.record("fedauthz.issuer", issuer);
+            span.record("fedauthz.issuer", &**issuer);
         }
         if let Some(route) = checked.route.as_deref() {
             span.record("fedauthz.route", route);

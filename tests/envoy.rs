@@ -1082,3 +1082,62 @@ async fn a_trace_runs_from_the_client_through_envoy_into_fedauthz() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_cookie_credential_is_taken_out_of_the_cookie_header_upstream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestIssuer::rs256("https://unused.example", "x");
+    let b = TestIssuer::es256("https://access.example.com", "cf-1");
+    let jwks = JwksServer::start(Answer::Json(a.jwks().to_string())).await;
+    std::fs::write(
+        dir.path().join("fedauthz.yaml"),
+        format!(
+            "issuers:\n  - id: access\n    issuer: {}\n    keys: {{ jwks: {} }}\n    audiences: [{AUD}]\n    token_locations: [{{ cookie: CF_Authorization }}]\n",
+            b.iss,
+            b.jwks()
+        ),
+    )
+    .expect("write config");
+    let stack = Stack::launch("cookie", dir, a, b, jwks).await;
+    let token = stack.b.token("alice", AUD);
+    for protocol in BOTH {
+        // With other cookies: only the credential cookie goes.
+        let reply = stack
+            .get(
+                protocol,
+                "/orders/1",
+                &[(
+                    "cookie",
+                    &format!("theme=dark; CF_Authorization={token}; lang=en"),
+                )],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{protocol:?}: {}", reply.body);
+        let upstream = reply.upstream.as_ref().expect("reached upstream");
+        assert_eq!(upstream.values("x-auth-subject"), ["alice"]);
+        assert_eq!(
+            upstream.values("cookie"),
+            ["theme=dark; lang=en"],
+            "{protocol:?}"
+        );
+        // Alone: the cookie header goes.
+        let reply = stack
+            .get(
+                protocol,
+                "/orders/2",
+                &[("cookie", &format!("CF_Authorization={token}"))],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{protocol:?}: {}", reply.body);
+        let upstream = reply.upstream.as_ref().expect("reached upstream");
+        assert!(
+            upstream.values("cookie").is_empty(),
+            "{protocol:?}: {upstream:?}"
+        );
+        let all = format!("{upstream:?}");
+        assert!(
+            !all.contains(&token),
+            "{protocol:?}: the token reached upstream"
+        );
+    }
+}

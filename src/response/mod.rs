@@ -1,8 +1,8 @@
 //! Response: turn a decision into Envoy's `CheckResponse`.
 //!
 //! Allow → `OkHttpResponse` that sets the identity headers and the configured header templates
-//! with `append: false` (overwriting any client-sent copy), removes the credential header and
-//! every header fedauthz could set but does not set for this request, and reports
+//! with `append: false` (overwriting any client-sent copy), removes the credential (its header,
+//! or its cookie from the `cookie` header) and every header fedauthz could set but does not set for this request, and reports
 //! subject/issuer/reason/route in dynamic metadata. Deny → `DeniedHttpResponse` with
 //! an RFC 6750 challenge, a small JSON body and the reason code in dynamic metadata; the gRPC
 //! status is non-zero. Never an RPC error: under `failure_mode_allow` Envoy would let an errored
@@ -111,6 +111,25 @@ fn compile(templates: &BTreeMap<String, String>) -> Templates {
         .collect()
 }
 
+/// Where the request carried its credential, so that an allowed request goes upstream without
+/// it (`response.remove_credential`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialPlace<'a> {
+    /// The header it came in.
+    pub header: Option<&'a str>,
+    /// It came in a cookie: what becomes of the request's `cookie` header.
+    pub cookie_header: Option<CookieHeader>,
+}
+
+/// The `cookie` header once the credential cookie is taken out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieHeader {
+    /// No other cookie was sent: remove the header.
+    Remove,
+    /// The other cookies.
+    Replace(String),
+}
+
 impl Responder {
     /// A responder shaped by the response settings of `config` (already validated).
     pub fn new(config: &Config) -> Self {
@@ -163,15 +182,15 @@ impl Responder {
         }
     }
 
-    /// The response for `decision`; `credential_header` is the header the credential came in.
+    /// The response for `decision`; `credential` says where the request carried its token.
     pub fn respond(
         &self,
         decision: &Decision,
-        credential_header: Option<&str>,
+        credential: &CredentialPlace<'_>,
         route: Option<&str>,
     ) -> CheckResponse {
         let mut response = match decision {
-            Decision::Allow(token) => self.allow(token.as_deref(), credential_header, route),
+            Decision::Allow(token) => self.allow(token.as_deref(), credential, route),
             Decision::Deny(rejection) => self.deny(rejection),
         };
         if let (Some(route), Some(metadata)) = (route, response.dynamic_metadata.as_mut()) {
@@ -183,7 +202,7 @@ impl Responder {
     fn allow(
         &self,
         token: Option<&VerifiedToken>,
-        credential_header: Option<&str>,
+        credential: &CredentialPlace<'_>,
         route: Option<&str>,
     ) -> CheckResponse {
         let mut headers = Vec::new();
@@ -228,10 +247,15 @@ impl Responder {
             })
             .cloned()
             .collect();
-        if self.remove_credential
-            && let Some(name) = credential_header
-        {
-            headers_to_remove.push(name.to_owned());
+        if self.remove_credential {
+            if let Some(name) = credential.header {
+                headers_to_remove.push(name.to_owned());
+            }
+            match &credential.cookie_header {
+                Some(CookieHeader::Remove) => headers_to_remove.push("cookie".to_owned()),
+                Some(CookieHeader::Replace(rest)) => headers.push(set_header("cookie", rest)),
+                None => {}
+            }
         }
         CheckResponse {
             status: Some(Status {
@@ -370,7 +394,7 @@ mod tests {
     fn missing_credential_gets_a_challenge_without_error() {
         let r = responder().respond(
             &Decision::Deny(Rejection::new(Reason::TokenMissing, "none")),
-            None,
+            &CredentialPlace::default(),
             None,
         );
         assert_eq!(r.status.as_ref().unwrap().code, 16);
@@ -389,7 +413,11 @@ mod tests {
     #[test]
     fn a_valid_token_without_access_gets_403_insufficient_scope_with_its_route() {
         let rejection = Rejection::new(Reason::RequirementNotMet, "route admin refuses cognito");
-        let r = responder().respond(&Decision::Deny(rejection), None, Some("admin"));
+        let r = responder().respond(
+            &Decision::Deny(rejection),
+            &CredentialPlace::default(),
+            Some("admin"),
+        );
         assert_eq!(r.status.as_ref().unwrap().code, 7);
         let d = denied(&r);
         assert_eq!(d.status.unwrap().code, 403);
@@ -408,7 +436,11 @@ mod tests {
     fn invalid_token_challenge_carries_error_and_description() {
         let rejection = Rejection::new(Reason::TokenExpired, "exp 1 is not after now 2")
             .for_issuer(&"entra".into());
-        let r = responder().respond(&Decision::Deny(rejection), None, None);
+        let r = responder().respond(
+            &Decision::Deny(rejection),
+            &CredentialPlace::default(),
+            None,
+        );
         let d = denied(&r);
         assert_eq!(
             header(&d.headers, "www-authenticate"),
@@ -426,7 +458,7 @@ mod tests {
     fn ambiguous_credentials_are_a_bad_request() {
         let r = responder().respond(
             &Decision::Deny(Rejection::new(Reason::CredentialAmbiguous, "two")),
-            None,
+            &CredentialPlace::default(),
             None,
         );
         assert_eq!(r.status.as_ref().unwrap().code, 3);
@@ -441,7 +473,7 @@ mod tests {
 
     #[test]
     fn anonymous_allow_strips_identity_headers() {
-        let r = responder().respond(&Decision::Allow(None), None, None);
+        let r = responder().respond(&Decision::Allow(None), &CredentialPlace::default(), None);
         assert_eq!(r.status.as_ref().unwrap().code, 0);
         let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
             panic!()
