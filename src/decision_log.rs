@@ -66,7 +66,7 @@ impl DecisionLog {
             }
             Decision::Allow(token) if self.sampled() => {
                 let issuer = token.as_ref().map(|t| &*t.issuer.id);
-                let subject = self.subject(issuer, token.as_ref().map(|t| t.subject.as_str()));
+                let subject = self.subject(issuer, token.as_ref().map(|t| t.subject()));
                 info!(
                     target: TARGET,
                     decision = "allow",

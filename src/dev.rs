@@ -267,7 +267,7 @@ mod tests {
             now + 1,
         );
         let verified = verified.unwrap();
-        assert_eq!(verified.subject, "alice");
+        assert_eq!(verified.subject(), "alice");
         assert_eq!(verified.claims["scope"], "orders:read");
     }
 

@@ -167,7 +167,7 @@ pub fn render(request: &ExplainRequest, token: Option<&str>, checked: &Checked) 
             "issuer:  {} ({})",
             token.issuer.id, token.issuer.issuer
         );
-        if let Ok(identity) = serde_json::to_string_pretty(&*token.identity) {
+        if let Ok(identity) = serde_json::to_string_pretty(&token.identity) {
             let _ = writeln!(out, "identity:\n{identity}");
         }
     }

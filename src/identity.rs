@@ -94,13 +94,13 @@ impl Identity {
     /// Normalizes `claims` (already verified) of issuer `issuer` under `profile`.
     pub fn from_claims(
         issuer: &Arc<str>,
-        subject: &str,
+        subject: String,
         profile: &Profile,
         claims: &Map<String, Value>,
     ) -> Self {
         let mut identity = Self {
             issuer: Arc::clone(issuer),
-            subject: subject.to_owned(),
+            subject,
             tenant: None,
             client: None,
             scopes: Vec::new(),
@@ -255,7 +255,8 @@ impl Identity {
                 );
             }
             ProfileName::Spiffe => {
-                identity.tenant = subject
+                identity.tenant = identity
+                    .subject
                     .strip_prefix("spiffe://")
                     .and_then(|rest| rest.split('/').next())
                     .map(str::to_owned);
@@ -342,7 +343,7 @@ mod tests {
             .and_then(Value::as_str)
             .unwrap_or("s")
             .to_owned();
-        Identity::from_claims(&Arc::from("idp"), &sub, &profile, &claims)
+        Identity::from_claims(&Arc::from("idp"), sub, &profile, &claims)
     }
 
     #[test]

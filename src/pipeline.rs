@@ -207,9 +207,13 @@ impl Pipeline {
         now: i64,
     ) -> Result<VerifiedToken, Failure> {
         let mut verified = self.issuers.verify(token, locations, now)?;
-        verified
-            .claims
-            .retain(|name, _| self.kept_claims.contains(name.as_str()));
+        // A fresh map, not `retain`: a cached token lives for minutes, and the map's capacity
+        // for every claim would live with it.
+        let claims = std::mem::take(&mut verified.claims);
+        verified.claims = claims
+            .into_iter()
+            .filter(|(name, _)| self.kept_claims.contains(name.as_str()))
+            .collect();
         Ok(verified)
     }
 

@@ -144,7 +144,7 @@ impl Route {
                         format!("route {}: {}", self.name, unmet.condition),
                     )
                     .for_issuer(&token.issuer.id)
-                    .for_subject(&token.subject);
+                    .for_subject(token.subject());
                     if !unmet.scopes.is_empty() {
                         rejection = rejection.needing_scope(unmet.scopes.join(" "));
                     }

@@ -211,7 +211,7 @@ impl Responder {
         match token {
             Some(token) => {
                 // Set with append=false: overwrites a client-sent copy (anti-spoofing).
-                headers.push(set_header(&self.subject_header, &token.subject));
+                headers.push(set_header(&self.subject_header, token.subject()));
                 headers.push(set_header(&self.issuer_header, &token.issuer.id));
                 let route_headers = route.and_then(|r| self.route_headers.get(r));
                 for (name, template) in self
@@ -224,13 +224,13 @@ impl Responder {
                     }
                 }
                 if let Some(name) = &self.identity_header
-                    && let Ok(json) = serde_json::to_vec(&*token.identity)
+                    && let Ok(json) = serde_json::to_vec(&token.identity)
                 {
                     headers.push(set_header(name, &URL_SAFE_NO_PAD.encode(json)));
                 }
                 metadata.insert("reason".to_owned(), string("token_valid"));
                 metadata.insert("issuer".to_owned(), string(&token.issuer.id));
-                metadata.insert("subject".to_owned(), string(&token.subject));
+                metadata.insert("subject".to_owned(), string(token.subject()));
             }
             None => {
                 metadata.insert("reason".to_owned(), string("anonymous"));

@@ -142,8 +142,9 @@ impl From<Rejection> for Failure {
 /// to tell whether the key is still trusted.
 #[derive(Debug, Clone)]
 pub struct VerifyingKey {
-    /// The `kid` of the token header (`None`: the token had none and the set had one key).
-    pub kid: Option<String>,
+    /// Whether the token header named the key by `kid` (its own kid); otherwise the token had
+    /// none and the set had one key.
+    pub by_kid: bool,
     /// [`KeySet::id`] of the set the key was taken from.
     pub key_set: u64,
     /// The key.
@@ -159,9 +160,11 @@ impl VerifyingKey {
             return false;
         };
         keys.id() == self.key_set
-            || keys.select_shared(self.kid.as_deref()).is_some_and(|key| {
-                Arc::ptr_eq(key, &self.key) || key.fingerprint() == self.key.fingerprint()
-            })
+            || keys
+                .select_shared(self.key.kid().filter(|_| self.by_kid))
+                .is_some_and(|key| {
+                    Arc::ptr_eq(key, &self.key) || key.fingerprint() == self.key.fingerprint()
+                })
     }
 }
 
@@ -170,16 +173,21 @@ impl VerifyingKey {
 pub struct VerifiedToken {
     /// The issuer that verified it.
     pub issuer: Arc<Issuer>,
-    /// `sub`.
-    pub subject: String,
     /// `exp`, seconds since the epoch.
     pub expires_at: i64,
-    /// The normalized identity.
-    pub identity: Box<Identity>,
+    /// The normalized identity (its `subject` is the token's `sub`).
+    pub identity: Identity,
     /// All claims, for later phases (authorization, headers).
     pub claims: Map<String, Value>,
     /// The key that verified the signature.
     pub verified_by: VerifyingKey,
+}
+
+impl VerifiedToken {
+    /// `sub`.
+    pub fn subject(&self) -> &str {
+        &self.identity.subject
+    }
 }
 
 /// Every trusted issuer, looked up by exact `iss`, then by tenant template.
@@ -284,14 +292,13 @@ impl IssuerRegistry {
             });
         match checked {
             Ok((valid, verified_by)) => Ok(VerifiedToken {
-                identity: Box::new(Identity::from_claims(
+                identity: Identity::from_claims(
                     &issuer.id,
-                    &valid.subject,
+                    valid.subject,
                     &issuer.profile,
                     &claims,
-                )),
+                ),
                 issuer: Arc::clone(issuer),
-                subject: valid.subject,
                 expires_at: valid.expires_at,
                 claims,
                 verified_by,
@@ -409,7 +416,7 @@ impl IssuerRegistry {
             }
         }
         Ok(VerifyingKey {
-            kid: jws.header.kid.clone(),
+            by_kid: jws.header.kid.is_some(),
             key_set: keys.id(),
             key: Arc::clone(key),
         })
