@@ -1060,27 +1060,12 @@ async fn a_trace_runs_from_the_client_through_envoy_into_fedauthz() {
         parent, client_span,
         "Envoy's span sits between the client and fedauthz"
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let envoy_span = received
-            .0
-            .lock()
-            .expect("lock")
-            .iter()
-            .find_map(|(service, s)| {
-                (common::otlp::hex(&s.span_id) == parent).then(|| (service.clone(), s.clone()))
-            });
-        if let Some((service, span)) = envoy_span {
-            assert_eq!(service, "envoy");
-            assert_eq!(common::otlp::hex(&span.trace_id), trace_id);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Envoy never exported the parent span {parent} of fedauthz's check"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (service, envoy_span) = received.wait_for_id(&parent).await;
+    assert_eq!(
+        service, "envoy",
+        "the parent of fedauthz's check is Envoy's span"
+    );
+    assert_eq!(common::otlp::hex(&envoy_span.trace_id), trace_id);
 }
 
 #[tokio::test]

@@ -44,23 +44,30 @@ impl Received {
 
     /// Waits (up to 15 s) for a span named `name` in trace `trace_id`.
     pub async fn wait_for(&self, name: &str, trace_id: &str) -> (String, Span) {
+        self.wait_until(&format!("span {name} in trace {trace_id}"), |s| {
+            s.name == name && hex(&s.trace_id) == trace_id
+        })
+        .await
+    }
+
+    /// Waits (up to 15 s) for the span with id `span_id`.
+    pub async fn wait_for_id(&self, span_id: &str) -> (String, Span) {
+        self.wait_until(&format!("span {span_id}"), |s| hex(&s.span_id) == span_id)
+            .await
+    }
+
+    /// Waits (up to 15 s) for a span that `wanted` accepts; returns it with its service name.
+    async fn wait_until(&self, what: &str, wanted: impl Fn(&Span) -> bool) -> (String, Span) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(found) = self
-                .0
-                .lock()
-                .expect("lock")
-                .iter()
-                .find(|(_, s)| s.name == name && hex(&s.trace_id) == trace_id)
-            {
+            let spans = self.0.lock().expect("lock").clone();
+            if let Some(found) = spans.iter().find(|(_, s)| wanted(s)) {
                 return found.clone();
             }
             assert!(
                 Instant::now() < deadline,
-                "no span {name} in trace {trace_id}; got {:?}",
-                self.0
-                    .lock()
-                    .expect("lock")
+                "no {what}; got {:?}",
+                spans
                     .iter()
                     .map(|(_, s)| (s.name.clone(), hex(&s.trace_id)))
                     .collect::<Vec<_>>()
