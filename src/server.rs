@@ -13,7 +13,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{error, info, warn};
 
@@ -155,7 +155,12 @@ impl Server {
                 Arc::clone(&current),
                 Arc::clone(&metrics),
             )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
+            // TCP_NODELAY: a Check answer is a few small HTTP/2 frames; with Nagle they can wait
+            // for the caller's delayed ACK (up to 40 ms on Linux).
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                stopped(stop_rx.clone()),
+            );
         let mut grpc_task = tokio::spawn(grpc_server);
 
         let admin_state = AdminState {

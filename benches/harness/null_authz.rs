@@ -67,8 +67,9 @@ fn main() -> anyhow::Result<()> {
         };
         tonic::transport::Server::builder()
             .add_service(AuthorizationServer::new(NullAuthz))
+            // TCP_NODELAY, as fedauthz sets it: the comparison is about the work, not Nagle.
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown,
             )
             .await
