@@ -15,11 +15,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::Criterion;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
-use fedauthz::authz::{Authentication, Authorizer, RequestFacts};
+use fedauthz::authz::{Authentication, Authorizer};
 use fedauthz::pipeline::{Generation, Pipeline};
 use fedauthz::proto::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use fedauthz::proto::auth::{AttributeContext, CheckRequest};
-use fedauthz::service::{RequestHeaders, unix_now};
+use fedauthz::service::{RequestHeaders, request_facts, unix_now};
 use josekit::jwk::{Jwk, KeyPair as _};
 use josekit::jws::JwsSigner;
 use serde_json::{Value, json};
@@ -161,24 +161,9 @@ fn request(token: &str, path: &str) -> CheckRequest {
     }
 }
 
-fn facts(request: &CheckRequest) -> RequestFacts<'_> {
-    let http = request
-        .attributes
-        .as_ref()
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref());
-    RequestFacts {
-        host: http.map_or("", |h| h.host.as_str()),
-        path: http.map_or("", |h| h.path.as_str()),
-        method: http.map_or("", |h| h.method.as_str()),
-        context_extensions: None,
-        principal: "",
-    }
-}
-
 /// One check through `pipeline`, asserting (once, outside the timing) that it allows.
 fn check_allows(pipeline: &Pipeline, request: &CheckRequest, now: i64) {
-    let checked = pipeline.check(&RequestHeaders::of(request), &facts(request), now);
+    let checked = pipeline.check(&RequestHeaders::of(request), &request_facts(request), now);
     assert!(
         matches!(checked.decision, fedauthz::authz::Decision::Allow(Some(_))),
         "the benchmark request must be allowed: {:?}",
@@ -215,7 +200,7 @@ fn uncached<M: Measurement>(c: &mut Criterion<M>) {
         group.bench_function(issuer.alg, |b| {
             b.iter(|| {
                 let headers = RequestHeaders::of(black_box(&request));
-                black_box(pipeline.check(&headers, &facts(&request), now))
+                black_box(pipeline.check(&headers, &request_facts(&request), now))
             });
         });
     }
@@ -233,7 +218,7 @@ fn cached<M: Measurement>(c: &mut Criterion<M>) {
     group.bench_function("hit_RS256", |b| {
         b.iter(|| {
             let headers = RequestHeaders::of(black_box(&request));
-            black_box(pipeline.check(&headers, &facts(&request), now))
+            black_box(pipeline.check(&headers, &request_facts(&request), now))
         });
     });
     group.finish();
@@ -266,7 +251,7 @@ fn hundred_routes<M: Measurement>(c: &mut Criterion<M>) {
         .expect("verifies");
     let mut group = c.benchmark_group("routes_100");
     group.bench_function("authorize_last_route", |b| {
-        let facts = facts(&request);
+        let facts = request_facts(&request);
         b.iter(|| {
             let verdict = authorizer.decide(
                 black_box(&facts),
@@ -279,7 +264,7 @@ fn hundred_routes<M: Measurement>(c: &mut Criterion<M>) {
     group.bench_function("pipeline_cache_hit_last_route", |b| {
         b.iter(|| {
             let headers = RequestHeaders::of(black_box(&request));
-            black_box(pipeline.check(&headers, &facts(&request), now))
+            black_box(pipeline.check(&headers, &request_facts(&request), now))
         });
     });
     group.finish();

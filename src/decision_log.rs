@@ -5,6 +5,8 @@
 //!
 //! Depends on [`crate::authz`] (the decision), [`crate::config`] and [`crate::reason`].
 
+use std::fmt::Write as _;
+
 use tracing::info;
 
 use crate::authz::Decision;
@@ -106,11 +108,14 @@ pub fn hash_subject(issuer: &str, subject: &str) -> String {
     hasher.update(b"\0");
     hasher.update(subject.as_bytes());
     let digest = hasher.finish();
-    let mut hex = String::with_capacity(16);
-    for byte in digest.iter().take(8) {
-        hex.push_str(&format!("{byte:02x}"));
-    }
-    hex
+    digest
+        .iter()
+        .take(8)
+        .fold(String::with_capacity(16), |mut hex, byte| {
+            // Writing to a String cannot fail.
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
 }
 
 #[cfg(test)]

@@ -107,8 +107,7 @@ impl Pipeline {
         let responder = Responder::new(config);
         let kept_claims = authorizer
             .claim_paths()
-            .iter()
-            .map(String::as_str)
+            .into_iter()
             .chain(responder.claim_paths())
             .flat_map(claim_roots)
             .map(str::to_owned)

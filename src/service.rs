@@ -94,7 +94,7 @@ pub fn unix_now() -> i64 {
 /// [`check_refreshing`]).
 pub fn check(pipeline: &Pipeline, request: &CheckRequest, now: i64) -> CheckResponse {
     let headers = RequestHeaders::of(request);
-    let checked = pipeline.check(&headers, &facts(request), now);
+    let checked = pipeline.check(&headers, &request_facts(request), now);
     finish(pipeline, checked, &headers)
 }
 
@@ -109,7 +109,7 @@ pub async fn check_refreshing(pipeline: &Pipeline, request: &CheckRequest) -> Ch
 /// without logging (`fedauthz explain` prints them instead).
 pub async fn check_detailed(pipeline: &Pipeline, request: &CheckRequest) -> Checked {
     let headers = RequestHeaders::of(request);
-    let facts = facts(request);
+    let facts = request_facts(request);
     let mut checked = pipeline.check(&headers, &facts, unix_now());
     if let Some(miss) = checked.key_miss.take()
         && miss
@@ -123,7 +123,8 @@ pub async fn check_detailed(pipeline: &Pipeline, request: &CheckRequest) -> Chec
     checked
 }
 
-fn facts(request: &CheckRequest) -> RequestFacts<'_> {
+/// The route facts of `request` (host, path, method, context extensions, mTLS principal).
+pub fn request_facts(request: &CheckRequest) -> RequestFacts<'_> {
     let attributes = request.attributes.as_ref();
     let http = attributes
         .and_then(|a| a.request.as_ref())

@@ -178,11 +178,6 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// The W3C trace context propagator (`traceparent`, `tracestate`).
-fn propagator() -> TraceContextPropagator {
-    TraceContextPropagator::new()
-}
-
 /// A B3 context (Zipkin's headers, still common in older Istio meshes): the single `b3`
 /// header, or the `x-b3-traceid`/`x-b3-spanid`/`x-b3-sampled` set. (The B3 propagator crate,
 /// opentelemetry-zipkin, is deprecated; extraction is all fedauthz needs.)
@@ -219,7 +214,7 @@ fn b3_context(headers: &impl Extractor) -> Option<SpanContext> {
 
 /// The trace context in `headers`: W3C when valid, else B3.
 fn extract(headers: &impl Extractor) -> Option<opentelemetry::Context> {
-    let w3c = propagator().extract(headers);
+    let w3c = TraceContextPropagator::new().extract(headers);
     if w3c.span().span_context().is_valid() {
         return Some(w3c);
     }

@@ -217,7 +217,6 @@ routes:
         b: TestIssuer,
         jwks: JwksServer,
     ) -> Self {
-        let envoy_bin = envoy_binary();
         let echo = Echo::start().await;
         let config = dir.path().join("fedauthz.yaml");
         let fedauthz_grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -237,22 +236,7 @@ routes:
         )
         .expect("write envoy config");
         let access_log = std::fs::File::create(dir.path().join("access.log")).expect("log");
-        let envoy = Process::spawn(
-            Command::new(envoy_bin)
-                .arg("-c")
-                .arg(&envoy_config)
-                .args([
-                    "--concurrency",
-                    "1",
-                    "--disable-hot-restart",
-                    "-l",
-                    "warning",
-                ])
-                // Access log lines reach the file within 50 ms (default: 10 s).
-                .args(["--file-flush-interval-msec", "50"])
-                .stdout(Stdio::from(access_log)),
-        );
-        wait_http(admin, "/ready", "Envoy").await;
+        let envoy = start_envoy(&envoy_config, admin, Stdio::from(access_log)).await;
 
         Self {
             name,
@@ -423,6 +407,28 @@ async fn start_fedauthz_with(config: &Path, grpc: SocketAddr, env: &[(&str, &str
         .expect("admin address in the listening line");
     wait_http(admin, "/readyz", "fedauthz").await;
     process
+}
+
+/// Envoy (one worker) on `config`, its stdout (the access log) to `stdout`, once its admin
+/// listener at `admin` says it is ready.
+async fn start_envoy(config: &Path, admin: SocketAddr, stdout: Stdio) -> Process {
+    let envoy = Process::spawn(
+        Command::new(envoy_binary())
+            .arg("-c")
+            .arg(config)
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "-l",
+                "warning",
+            ])
+            // Access log lines reach the file within 50 ms (default: 10 s).
+            .args(["--file-flush-interval-msec", "50"])
+            .stdout(stdout),
+    );
+    wait_http(admin, "/ready", "Envoy").await;
+    envoy
 }
 
 /// Waits (up to 20 s) until `GET path` on `addr` answers 200.
@@ -1018,20 +1024,7 @@ async fn a_trace_runs_from_the_client_through_envoy_into_fedauthz() {
         ),
     )
     .expect("write envoy config");
-    let mut envoy = Process::spawn(
-        Command::new(envoy_binary())
-            .arg("-c")
-            .arg(&envoy_config)
-            .args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "-l",
-                "warning",
-            ])
-            .stdout(Stdio::null()),
-    );
-    wait_http(admin, "/ready", "Envoy").await;
+    let mut envoy = start_envoy(&envoy_config, admin, Stdio::null()).await;
 
     // No x-request-id from the client: Envoy keeps its sampling decision in the UUID it
     // generates, and a foreign id would leave the request unsampled.

@@ -197,7 +197,7 @@ impl Authorizer {
     }
 
     /// The claim paths some route's requirements read.
-    pub fn claim_paths(&self) -> Vec<String> {
+    pub fn claim_paths(&self) -> Vec<&str> {
         let mut paths = Vec::new();
         for route in &self.routes {
             route.requirement.claim_paths(&mut paths);

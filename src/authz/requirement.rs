@@ -74,10 +74,10 @@ impl Requirement {
     }
 
     /// The claim paths the requirement (and its nested ones) reads.
-    pub fn claim_paths(&self, into: &mut Vec<String>) {
-        into.extend(self.claims.iter().map(|c| c.path.clone()));
+    pub fn claim_paths<'a>(&'a self, into: &mut Vec<&'a str>) {
+        into.extend(self.claims.iter().map(|c| c.path.as_str()));
         if !self.audiences.is_empty() {
-            into.push("aud".into());
+            into.push("aud");
         }
         for nested in self.any_of.iter().chain(&self.all_of) {
             nested.claim_paths(into);

@@ -177,7 +177,8 @@ pub struct VerifiedToken {
     pub expires_at: i64,
     /// The normalized identity (its `subject` is the token's `sub`).
     pub identity: Identity,
-    /// All claims, for later phases (authorization, headers).
+    /// The claims, for later phases (authorization, headers). All of them as verification
+    /// returns it; the pipeline keeps only those its routes and header templates read.
     pub claims: Map<String, Value>,
     /// The key that verified the signature.
     pub verified_by: VerifyingKey,
