@@ -2,8 +2,10 @@
 //!
 //! Looks in every configured location (a header, optionally after a prefix such as `Bearer `,
 //! or a cookie). Exactly one distinct token may be found; the same token in two places (a
-//! Cloudflare header and its cookie) counts once. Envoy joins repeated headers with `,`, and
-//! no JWT contains a comma, so a comma means "several credentials" (jwt-attacks.md row 41).
+//! Cloudflare header and its cookie) counts once. Envoy joins repeated headers with `,`
+//! (jwt-attacks.md row 41), so a header value whose comma-separated pieces are each a
+//! credential of their own is several credentials; a value with a comma that is not (a JWS in
+//! JSON serialization, an unencoded payload) is one malformed token, for verification to refuse.
 //! Depends on [`crate::config`] (location schema) and [`crate::reason`].
 
 use std::borrow::Cow;
@@ -147,6 +149,14 @@ fn header_token<'r>(
     let Some(value) = headers.header(name) else {
         return Ok(None);
     };
+    if let Some(pieces) = several_credentials(&value, prefix) {
+        // Ours if any of them is: `Basic …,Bearer …` is two credentials, not none.
+        return if pieces.ours {
+            Err(ambiguous("a token header holds several values"))
+        } else {
+            Ok(None)
+        };
+    }
     let rest = match prefix {
         None => Some(0),
         Some(prefix) => value
@@ -158,13 +168,62 @@ fn header_token<'r>(
     let Some(start) = rest else {
         return Ok(None);
     };
-    if value.contains(',') {
-        return Err(ambiguous("a token header holds several values"));
-    }
     Ok(Some(match value {
         Cow::Borrowed(v) => Cow::Borrowed(&v[start..]),
         Cow::Owned(v) => Cow::Owned(v[start..].to_owned()),
     }))
+}
+
+/// Several header values joined by `,`, and whether one of them is for this location.
+struct Joined {
+    ours: bool,
+}
+
+/// `value` as several header values joined by `,`: when at least two of its pieces stand as
+/// credentials on their own — they start with the location's prefix, are shaped like a
+/// compact JWS or JWE, or are another scheme's credentials (`Basic dXNlcg==`).
+fn several_credentials(value: &str, prefix: Option<&str>) -> Option<Joined> {
+    if !value.contains(',') {
+        return None;
+    }
+    let mut credentials = 0;
+    let mut ours = false;
+    for piece in value.split(',').map(|piece| piece.trim_start_matches([' ', '\t'])) {
+        let prefixed = prefix.is_some_and(|prefix| starts_with_ignore_case(piece, prefix));
+        if prefixed || is_compact_shape(piece) || is_scheme_credentials(piece) {
+            credentials += 1;
+            ours |= prefixed || prefix.is_none();
+        }
+    }
+    (credentials >= 2).then_some(Joined { ours })
+}
+
+fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+/// Three or five non-empty-headed segments of base64url, as a compact JWS or JWE is.
+fn is_compact_shape(piece: &str) -> bool {
+    let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    let segments = piece.split('.').count();
+    matches!(segments, 3 | 5)
+        && !piece.starts_with('.')
+        && piece.bytes().all(|b| base64url(b) || b == b'.')
+}
+
+/// `scheme SP token68` (RFC 9110 §11.3), such as `Basic dXNlcg==` or `DPoP eyJ…`.
+fn is_scheme_credentials(piece: &str) -> bool {
+    let Some((scheme, token)) = piece.split_once(' ') else {
+        return false;
+    };
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let token68 = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+    let body = token.trim_end_matches('=');
+    !scheme.is_empty()
+        && scheme.bytes().all(tchar)
+        && !body.is_empty()
+        && body.bytes().all(token68)
 }
 
 fn cookie_token<'r>(
@@ -288,10 +347,39 @@ mod tests {
     #[test]
     fn comma_joined_credentials_are_ambiguous() {
         let ex = bearer_and_friends();
-        let err = ex
-            .extract(&headers(&[("authorization", "Bearer a.b.c,Bearer x.y.z")]))
-            .unwrap_err();
-        assert_eq!(err.reason, Reason::CredentialAmbiguous);
+        for joined in [
+            ("authorization", "Bearer a.b.c,Bearer x.y.z"),
+            ("authorization", "Bearer a.b.c, bearer x.y.z"),
+            ("authorization", "Bearer a.b.c,Basic dXNlcjpwYXNz"),
+            ("authorization", "Basic dXNlcjpwYXNz,Bearer a.b.c"),
+            ("authorization", "Bearer a.b.c,x.y.z"),
+            ("x-goog-iap-jwt-assertion", "a.b.c,x.y.z"),
+            ("x-goog-iap-jwt-assertion", "a.b.c,a.b.c.d.e"),
+        ] {
+            let err = ex.extract(&headers(&[joined])).unwrap_err();
+            assert_eq!(err.reason, Reason::CredentialAmbiguous, "{joined:?}");
+        }
+    }
+
+    #[test]
+    fn one_malformed_token_with_a_comma_is_one_credential() {
+        let ex = bearer_and_friends();
+        for (name, value, token) in [
+            // A JWS in JSON serialization.
+            (
+                "authorization",
+                r#"Bearer {"payload":"e30","signatures":[{"protected":"e30","signature":"c2ln"}]}"#,
+                r#"{"payload":"e30","signatures":[{"protected":"e30","signature":"c2ln"}]}"#,
+            ),
+            // An unencoded (b64: false) payload with a comma in it.
+            ("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.a,b.c2ln", "eyJhbGciOiJIUzI1NiJ9.a,b.c2ln"),
+            ("x-goog-iap-jwt-assertion", "eyJhbGciOiJFUzI1NiJ9.a,b.c2ln", "eyJhbGciOiJFUzI1NiJ9.a,b.c2ln"),
+            ("authorization", "Bearer a.b.c,", "a.b.c,"),
+        ] {
+            let request = headers(&[(name, value)]);
+            let cred = ex.extract(&request).unwrap().unwrap();
+            assert_eq!(cred.token, token);
+        }
     }
 
     #[test]

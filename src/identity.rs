@@ -177,7 +177,8 @@ impl Identity {
             ProfileName::GcpIap => {
                 identity.tenant = string(claims, "hd");
             }
-            ProfileName::AwsAlb => {}
+            // The load balancer's `client` (from its signed header) is the OIDC client.
+            ProfileName::AwsAlb => identity.client = string(claims, "client"),
             ProfileName::Kubernetes => {
                 identity.tenant = string_at(claims, "kubernetes.io.namespace");
                 identity.client = string_at(claims, "kubernetes.io.serviceaccount.name");
@@ -247,6 +248,13 @@ impl Identity {
                 identity.groups = Groups::Known(get("groups").map(words).unwrap_or_default());
             }
             ProfileName::CloudflareAccess => {
+                // A service token has an empty `sub`; verification took the subject from
+                // `common_name`, and the identity says it is a service, not a user.
+                let service = claims.get("sub").and_then(Value::as_str) == Some("");
+                identity.attributes.insert(
+                    "identity_type".to_owned(),
+                    if service { "service" } else { "user" }.to_owned(),
+                );
                 identity.client = string(claims, "common_name");
                 identity.groups = Groups::Known(
                     claim(claims, "custom.groups")

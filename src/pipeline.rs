@@ -18,15 +18,15 @@ use crate::authz::{Authentication, Authorizer, Decision, RequestFacts, Verdict};
 use crate::config::{Config, FieldError, IssuerConfig, TokenLocation};
 use crate::decision_log::DecisionLog;
 use crate::extract::{Credential, Extractor, HeaderLookup, LocationSet, without_cookie};
-use crate::identity::Profile;
+use crate::identity::{Profile, ProfileName};
 use crate::keys::KeyStore;
 use crate::keys::source::{self, KeySources};
 use crate::proto::auth::CheckResponse;
 use crate::response::{CookieHeader, CredentialPlace, Responder};
 use crate::verify::cache::{self, CacheStats, TokenCache};
 use crate::verify::{
-    AudienceRule, ClaimRules, Failure, Issuer, IssuerRegistry, KeyMiss, Tenancy, VerifiedToken,
-    normalize_type,
+    AudienceRule, ClaimRules, Failure, Issuer, IssuerRegistry, KeyMiss, SubjectRule, Tenancy,
+    TokenTypes, VerifiedToken,
 };
 
 /// The phases, compiled from one configuration.
@@ -99,7 +99,7 @@ impl Pipeline {
                 tenancy: Tenancy::new(&issuer.issuer, &issuer.tenants, issuer.any_tenant),
                 accept_padded: issuer.accept_padded_tokens,
                 profile: Profile::new(issuer.profile, &issuer.claim_mappings),
-                aliases: issuer.issuer_aliases(),
+                aliases: issuer.aliases(),
                 alb_signers: issuer.alb_signers.clone(),
             }));
         }
@@ -281,11 +281,26 @@ fn claim_rules(issuer: &IssuerConfig) -> ClaimRules {
             .iter()
             .map(|(name, values)| (name.clone(), values.values().to_vec()))
             .collect(),
-        token_types: issuer
-            .token_types
-            .iter()
-            .map(|t| normalize_type(t))
-            .collect(),
+        token_types: token_types(issuer),
+        subject: match issuer.profile {
+            // Cloudflare Access service tokens have an empty `sub`; `common_name` names the
+            // service token (developers.cloudflare.com, Access "application token").
+            ProfileName::CloudflareAccess => SubjectRule::SubOrCommonName,
+            _ => SubjectRule::Sub,
+        },
+    }
+}
+
+/// The `typ` values an issuer accepts: its `token_types` exactly, else those of an access
+/// token, widened only by what the profile's provider documents for its own tokens.
+fn token_types(issuer: &IssuerConfig) -> TokenTypes {
+    if !issuer.token_types.is_empty() {
+        return TokenTypes::exactly(&issuer.token_types);
+    }
+    match issuer.profile {
+        // SPIFFE JWT-SVID standard, "JOSE Header": `typ`, if set, is `JWT` or `JOSE`.
+        ProfileName::Spiffe => TokenTypes::access_token_or(&["JOSE"]),
+        _ => TokenTypes::access_token(),
     }
 }
 

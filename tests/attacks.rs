@@ -597,8 +597,20 @@ fn row_25_format_confusion() {
     let json_serialized = json!({"payload": parts[1], "protected": parts[0],
         "header": {"kid": "rsa-1"}, "signature": parts[2]})
     .to_string();
-    // The JSON serialization has commas: in a header value that reads as two credentials.
-    assert_eq!(s.reason(&json_serialized), "credential_ambiguous");
+    // One credential that is not a compact JWS, commas and all: malformed, not "two
+    // credentials" (issue 12, rule 7).
+    assert_eq!(s.reason(&json_serialized), "token_malformed");
+    // An unencoded (RFC 7797) payload with a comma in it (and no dot, as the compact form
+    // requires), MACed over the literal input.
+    let header = b64(json!({"alg": "HS256", "kid": "hs-1"}).to_string());
+    let input = format!("{header}.{{\"sub\":\"a\",\"aud\":\"{AUD}\"}}");
+    let unencoded = format!("{input}.{}", b64(hmac(&HMAC_SECRET, input.as_bytes())));
+    assert_eq!(s.reason(&unencoded), "token_malformed");
+    // Two bearer credentials joined by Envoy stay ambiguous.
+    assert_eq!(
+        s.reason(&format!("{control},Bearer {control}")),
+        "credential_ambiguous"
+    );
     for token in [
         format!("{{{control}}}"),
         control.replacen('.', " .", 1),
@@ -627,6 +639,33 @@ fn row_26_jwe() {
     .expect("JWE");
     assert_eq!(jwe.split('.').count(), 5);
     assert_eq!(s.reason(&jwe), "token_encrypted");
+}
+
+#[test]
+fn row_27_typ_by_default_admits_access_tokens_only() {
+    // No `token_types`: the issuer's own key signs every one of these; only access-token types
+    // pass (RFC 8725 §3.11, RFC 9068 §4; issue 12, rule 1).
+    let s = Setup::new();
+    let claims = s.claims(RSA_ISS);
+    for (typ, expected) in [
+        (Value::Null, "token_valid"),
+        (json!("JWT"), "token_valid"),
+        (json!("jwt"), "token_valid"),
+        (json!("at+jwt"), "token_valid"),
+        (json!("application/at+JWT"), "token_valid"),
+        (json!("secevent+jwt"), "token_type_not_allowed"),
+        (json!("application/secevent+jwt"), "token_type_not_allowed"),
+        (json!("dpop+jwt"), "token_type_not_allowed"),
+        (json!("logout+jwt"), "token_type_not_allowed"),
+        (json!("id_token+jwt"), "token_type_not_allowed"),
+        (json!("JOSE+JSON"), "token_type_not_allowed"),
+        (json!("JOSE"), "token_type_not_allowed"),
+        (json!("JWT; v=2"), "token_type_not_allowed"),
+        (json!(7), "token_malformed"),
+    ] {
+        let token = s.rsa_token(json!({"typ": typ}), &claims);
+        assert_eq!(s.reason(&token), expected, "typ {typ}");
+    }
 }
 
 #[test]

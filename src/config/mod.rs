@@ -224,8 +224,17 @@ pub struct IssuerConfig {
     pub id: String,
     /// The exact `iss` value, compared byte for byte (trailing slashes matter). May contain
     /// `{tenantid}` once (multi-tenant Entra ID): then `tenants` or `any_tenant` says which
-    /// tenants are accepted, and a token's `tid` must equal the tenant in its `iss`.
+    /// tenants are accepted, and a token's `tid` must equal the tenant in its `iss`. Two
+    /// issuers may share one `iss` only when their token locations are disjoint (AWS ALB signs
+    /// with the Cognito user pool's `iss`): a token is then verified by the one whose location
+    /// it arrived in.
     pub issuer: String,
+    /// Other exact spellings of `iss` that this issuer's tokens may carry: same keys, same
+    /// rules. Each must be unique across all issuers' `issuer` and `issuer_aliases`. Left out,
+    /// the `google` profile accepts Google's documented pair (`https://accounts.google.com` and
+    /// `accounts.google.com`); `[]` turns that off.
+    #[serde(default)]
+    pub issuer_aliases: Option<Vec<String>>,
     /// Accepted tenants of a `{tenantid}` issuer.
     #[serde(default)]
     pub tenants: Vec<String>,
@@ -265,8 +274,12 @@ pub struct IssuerConfig {
     /// Claims that must be present with one of the given values, e.g. `token_use: access`.
     #[serde(default)]
     pub required_claims: BTreeMap<String, ClaimValues>,
-    /// Accepted JOSE `typ` header values (e.g. `at+jwt` for RFC 9068 access tokens). Empty means
-    /// `typ` is not checked. Compared case-insensitively, with or without `application/`.
+    /// Accepted JOSE `typ` header values, exactly (e.g. `[at+jwt]` for RFC 9068 access
+    /// tokens); a token must then carry one of them. Empty (the default): no `typ`, `JWT` or
+    /// `at+jwt`, plus what the profile's provider documents (`spiffe`: `JOSE`); any other
+    /// type — a security event token, a DPoP proof, a logout token, an explicitly typed ID
+    /// token — is refused. Compared as media types: case-insensitively, `application/`
+    /// optional.
     #[serde(default)]
     pub token_types: Vec<String>,
     /// How this issuer's claims map to the normalized identity (subject, tenant, client,
@@ -314,15 +327,19 @@ impl IssuerConfig {
         }
     }
 
-    /// Other `iss` spellings that mean this issuer (Google signs with and without `https://`).
-    pub fn issuer_aliases(&self) -> Vec<String> {
-        match (self.profile, self.issuer.as_str()) {
-            (ProfileName::Google, "https://accounts.google.com") => {
-                vec!["accounts.google.com".into()]
-            }
-            (ProfileName::Google, "accounts.google.com") => {
-                vec!["https://accounts.google.com".into()]
-            }
+    /// The other `iss` spellings in effect: the configured `issuer_aliases`, or the profile's
+    /// documented ones (Google signs ID tokens with and without `https://`).
+    pub fn aliases(&self) -> Vec<String> {
+        if let Some(aliases) = &self.issuer_aliases {
+            return aliases.clone();
+        }
+        let google = ["https://accounts.google.com", "accounts.google.com"];
+        match self.profile {
+            ProfileName::Google if google.contains(&self.issuer.as_str()) => google
+                .into_iter()
+                .filter(|iss| *iss != self.issuer)
+                .map(str::to_owned)
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -603,7 +620,8 @@ pub enum ProfileName {
     Google,
     /// Google Cloud IAP: `email`, `hd`.
     GcpIap,
-    /// AWS ALB (`x-amzn-oidc-data`): the IdP's userinfo claims.
+    /// AWS ALB (`x-amzn-oidc-data`): the IdP's userinfo claims; `iss`, `exp` and `client` come
+    /// from the load balancer's signed header.
     AwsAlb,
     /// Kubernetes service accounts: namespace and service account from `kubernetes.io`.
     Kubernetes,
@@ -615,7 +633,8 @@ pub enum ProfileName {
     Auth0,
     /// Keycloak: `realm_access.roles`, `resource_access.<client>.roles`, `scope`.
     Keycloak,
-    /// Cloudflare Access: `email`, `common_name` (service tokens).
+    /// Cloudflare Access: `email`, `custom.groups`; a service token (empty `sub`) takes its
+    /// subject from `common_name` and has attribute `identity_type: service` (`user` otherwise).
     CloudflareAccess,
     /// SPIFFE JWT-SVID: the trust domain of `sub` as tenant.
     Spiffe,

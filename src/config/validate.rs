@@ -50,7 +50,6 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
         errors.push("issuers", "must list at least one issuer");
     }
     let mut ids = HashMap::new();
-    let mut issuers = HashMap::new();
     for (index, issuer) in config.issuers.iter().enumerate() {
         let at = format!("issuers[{index}]");
         if let Some(first) = ids.insert(issuer.id.as_str(), index) {
@@ -59,16 +58,9 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
                 format!("duplicates issuers[{first}].id {:?}", issuer.id),
             );
         }
-        for iss in std::iter::once(issuer.issuer.clone()).chain(issuer.issuer_aliases()) {
-            if let Some(first) = issuers.insert(iss.clone(), index) {
-                errors.push(
-                    format!("{at}.issuer"),
-                    format!("duplicates issuers[{first}].issuer {iss:?}"),
-                );
-            }
-        }
         check_issuer(issuer, &at, &mut errors);
     }
+    check_issuer_names(&config.issuers, &mut errors);
     let distinct: HashSet<_> = config
         .issuers
         .iter()
@@ -393,8 +385,11 @@ fn check_issuer(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
         }
     }
     for (i, typ) in issuer.token_types.iter().enumerate() {
-        if typ.trim().is_empty() {
-            errors.push(format!("{at}.token_types[{i}]"), "must not be empty");
+        let path = format!("{at}.token_types[{i}]");
+        if typ.is_empty() || typ.trim() != typ {
+            errors.push(path, "must be a media type, without surrounding whitespace");
+        } else if let Some(kind) = other_jwt_kind(typ) {
+            errors.push(path, format!("{typ:?} marks {kind}, never an access token"));
         }
     }
     check_tenants(issuer, at, errors);
@@ -425,6 +420,129 @@ fn check_issuer(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
         &format!("{at}.token_locations"),
         errors,
     );
+}
+
+/// Media types (normalized) of JOSE objects that are never access tokens, with what they are.
+const OTHER_JWT_KINDS: [(&str, &str); 5] = [
+    ("secevent+jwt", "a security event token (RFC 8417)"),
+    ("dpop+jwt", "a DPoP proof (RFC 9449)"),
+    ("logout+jwt", "an OIDC back-channel logout token"),
+    ("jose+json", "a JWS or JWE in JSON serialization"),
+    ("token-introspection+jwt", "a token introspection response (RFC 9701)"),
+];
+
+fn other_jwt_kind(typ: &str) -> Option<&'static str> {
+    let typ = crate::verify::normalize_type(typ);
+    OTHER_JWT_KINDS
+        .iter()
+        .find(|(name, _)| *name == typ)
+        .map(|(_, kind)| *kind)
+}
+
+/// Every `iss` spelling must lead to one issuer. A configured `issuer` string may be shared by
+/// issuers whose token locations are disjoint (the token's location then picks one); an alias
+/// may not be shared at all.
+fn check_issuer_names(issuers: &[IssuerConfig], errors: &mut Errors) {
+    struct Name<'c> {
+        index: usize,
+        /// Field path of this spelling.
+        path: String,
+        alias: bool,
+        issuer: &'c IssuerConfig,
+    }
+    let mut names: HashMap<String, Vec<Name<'_>>> = HashMap::new();
+    for (index, issuer) in issuers.iter().enumerate() {
+        let at = format!("issuers[{index}]");
+        let aliases = issuer.aliases();
+        check_aliases(issuer, &aliases, &at, errors);
+        let spellings = std::iter::once((format!("{at}.issuer"), issuer.issuer.clone(), false))
+            .chain(aliases.into_iter().enumerate().map(|(i, alias)| {
+                (format!("{at}.issuer_aliases[{i}]"), alias, true)
+            }));
+        for (path, iss, alias) in spellings {
+            let named = names.entry(iss.clone()).or_default();
+            for earlier in named.iter().filter(|earlier| earlier.index != index) {
+                if alias || earlier.alias {
+                    errors.push(
+                        path.clone(),
+                        format!(
+                            "duplicates {} {iss:?}; an issuer alias must be unique across issuers",
+                            earlier.path
+                        ),
+                    );
+                } else if let Some(shared) = shared_location(earlier.issuer, issuer) {
+                    errors.push(
+                        format!("{at}.token_locations"),
+                        format!(
+                            "issuers[{}] has the same issuer {iss:?} and also accepts tokens \
+                             from {shared} (issuers[{}].token_locations); issuers that share an \
+                             iss need disjoint token_locations",
+                            earlier.index, earlier.index
+                        ),
+                    );
+                }
+            }
+            named.push(Name {
+                index,
+                path,
+                alias,
+                issuer,
+            });
+        }
+    }
+}
+
+fn check_aliases(issuer: &IssuerConfig, aliases: &[String], at: &str, errors: &mut Errors) {
+    if issuer.issuer_aliases.as_ref().is_some_and(|a| !a.is_empty())
+        && issuer.issuer.contains("{tenantid}")
+    {
+        errors.push(
+            format!("{at}.issuer_aliases"),
+            "only applies to an issuer without {tenantid}",
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, alias) in aliases.iter().enumerate() {
+        let path = format!("{at}.issuer_aliases[{i}]");
+        if alias.is_empty() || alias.trim() != alias || alias.contains("{tenantid}") {
+            errors.push(
+                path,
+                "must be an exact non-empty iss value, without surrounding whitespace or {tenantid}",
+            );
+        } else if *alias == issuer.issuer {
+            errors.push(path, "repeats the issuer itself");
+        } else if !seen.insert(alias) {
+            errors.push(path, "is listed twice");
+        }
+    }
+}
+
+/// A token location both issuers accept, described for an error message. Locations naming
+/// the same header (whatever their prefixes) or the same cookie count as shared: a request
+/// could carry a token for either.
+fn shared_location(a: &IssuerConfig, b: &IssuerConfig) -> Option<String> {
+    let theirs = b.locations();
+    a.locations().into_iter().find_map(|mine| {
+        theirs.iter().find_map(|other| match (&mine, other) {
+            (
+                TokenLocation {
+                    header: Some(x), ..
+                },
+                TokenLocation {
+                    header: Some(y), ..
+                },
+            ) if x.eq_ignore_ascii_case(y) => Some(format!("header {x}")),
+            (
+                TokenLocation {
+                    cookie: Some(x), ..
+                },
+                TokenLocation {
+                    cookie: Some(y), ..
+                },
+            ) if x == y => Some(format!("cookie {x}")),
+            _ => None,
+        })
+    })
 }
 
 fn check_keys(issuer: &IssuerConfig, at: &str, errors: &mut Errors) {
@@ -932,7 +1050,6 @@ issuers:
             "issuers[0].token_locations[1].cookie:",
             "issuers[0].token_locations[2]: set exactly one",
             "issuers[1].id: duplicates issuers[0].id",
-            "issuers[1].issuer: duplicates issuers[0].issuer",
             "issuers[1].hmac_secret: is only used with an HS algorithm",
         ] {
             assert!(
@@ -940,6 +1057,101 @@ issuers:
                 "missing {expected:?} in {errs:#?}"
             );
         }
+    }
+
+    #[test]
+    fn issuers_share_an_iss_only_with_disjoint_locations() {
+        const POOL: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Pool";
+        let cognito = format!(
+            "  - id: cognito\n    issuer: {POOL}\n    profile: cognito\n    keys: {{ jwks_uri: \"{POOL}/.well-known/jwks.json\" }}\n    audience_claim: client_id\n    audiences: [app]\n"
+        );
+        let alb = |extra: &str| {
+            format!(
+                "  - id: alb\n    issuer: {POOL}\n    profile: aws-alb\n    alb_signers: [arn]\n    keys: {{ pem_uri_template: \"https://public-keys.auth.elb.eu-west-1.amazonaws.com/{{kid}}\" }}\n    audience_claim: client\n    audiences: [app]\n{extra}"
+            )
+        };
+        let config = |issuers: String| format!("issuers:\n{issuers}");
+        assert_eq!(
+            errors(&config(format!("{cognito}{}", alb("")))),
+            Vec::<String>::new(),
+            "ALB's x-amzn-oidc-data and Cognito's bearer tokens share the pool's iss"
+        );
+        assert_eq!(
+            errors(&config(format!(
+                "{cognito}{}",
+                alb("    token_locations: [{header: x-amzn-oidc-data}, {header: authorization, prefix: \"DPoP \"}]\n")
+            ))),
+            [format!(
+                "issuers[1].token_locations: issuers[0] has the same issuer {POOL:?} and also accepts tokens from header authorization (issuers[0].token_locations); issuers that share an iss need disjoint token_locations"
+            )],
+        );
+        let twice = cognito.replace("id: cognito", "id: again");
+        assert_eq!(
+            errors(&config(format!("{cognito}{twice}"))),
+            [format!(
+                "issuers[1].token_locations: issuers[0] has the same issuer {POOL:?} and also accepts tokens from header authorization (issuers[0].token_locations); issuers that share an iss need disjoint token_locations"
+            )],
+        );
+    }
+
+    #[test]
+    fn issuer_aliases_are_exact_and_unique() {
+        let google = "  - id: google\n    issuer: https://accounts.google.com\n    profile: google\n    keys: { jwks_uri: \"https://www.googleapis.com/oauth2/v3/certs\" }\n    audiences: [client]\n";
+        let config = parse_yaml(&format!("issuers:\n{google}"), "test.yaml").unwrap();
+        assert_eq!(config.issuers[0].aliases(), ["accounts.google.com"]);
+        let opted_out = parse_yaml(
+            &format!("issuers:\n{google}    issuer_aliases: []\n"),
+            "test.yaml",
+        )
+        .unwrap();
+        assert!(opted_out.issuers[0].aliases().is_empty());
+
+        let other = |aliases: &str| {
+            format!(
+                "  - id: other\n    issuer: https://idp.example\n    keys: {{ jwks_uri: \"https://idp.example/keys\" }}\n    audiences: [a]\n    issuer_aliases: {aliases}\n"
+            )
+        };
+        assert_eq!(
+            errors(&format!(
+                "issuers:\n{google}{}",
+                other("[accounts.google.com, https://idp.example, \" idp.example\", x, x]")
+            )),
+            [
+                "issuers[1].issuer_aliases[1]: repeats the issuer itself",
+                "issuers[1].issuer_aliases[2]: must be an exact non-empty iss value, without surrounding whitespace or {tenantid}",
+                "issuers[1].issuer_aliases[4]: is listed twice",
+                "issuers[1].issuer_aliases[0]: duplicates issuers[0].issuer_aliases[0] \"accounts.google.com\"; an issuer alias must be unique across issuers",
+            ]
+        );
+        // Unique even where the token locations would tell the issuers apart.
+        let cookie = other("[accounts.google.com]")
+            + "    token_locations: [{cookie: session}]\n";
+        assert_eq!(
+            errors(&format!("issuers:\n{google}{cookie}")),
+            ["issuers[1].issuer_aliases[0]: duplicates issuers[0].issuer_aliases[0] \"accounts.google.com\"; an issuer alias must be unique across issuers"]
+        );
+        let template = "issuers:\n  - id: entra\n    issuer: https://login.microsoftonline.com/{tenantid}/v2.0\n    any_tenant: true\n    keys: { jwks_uri: \"https://login.microsoftonline.com/common/discovery/v2.0/keys\" }\n    audiences: [a]\n    issuer_aliases: [https://sts.windows.net/x/]\n";
+        assert_eq!(
+            errors(template),
+            ["issuers[0].issuer_aliases: only applies to an issuer without {tenantid}"]
+        );
+    }
+
+    #[test]
+    fn token_types_name_access_tokens_only() {
+        let errs = errors(&format!(
+            "{GOOD}    token_types: [at+jwt, \"application/secevent+jwt\", DPoP+JWT, logout+jwt, JOSE+JSON, \" JWT\"]\n"
+        ));
+        assert_eq!(
+            errs,
+            [
+                "issuers[0].token_types[1]: \"application/secevent+jwt\" marks a security event token (RFC 8417), never an access token",
+                "issuers[0].token_types[2]: \"DPoP+JWT\" marks a DPoP proof (RFC 9449), never an access token",
+                "issuers[0].token_types[3]: \"logout+jwt\" marks an OIDC back-channel logout token, never an access token",
+                "issuers[0].token_types[4]: \"JOSE+JSON\" marks a JWS or JWE in JSON serialization, never an access token",
+                "issuers[0].token_types[5]: must be a media type, without surrounding whitespace",
+            ]
+        );
     }
 
     #[test]

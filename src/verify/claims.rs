@@ -41,8 +41,76 @@ pub struct ClaimRules {
     pub max_lifetime: i64,
     /// Claims that must equal one of the listed values.
     pub required: Vec<(String, Vec<Value>)>,
-    /// Accepted `typ` values, normalised (lower-case, without `application/`); empty = any.
-    pub token_types: Vec<String>,
+    /// Accepted JOSE `typ` header values.
+    pub token_types: TokenTypes,
+    /// Where the subject comes from.
+    pub subject: SubjectRule,
+}
+
+/// Which JOSE `typ` header values an issuer's tokens may carry. Explicit typing (RFC 8725
+/// §3.11, RFC 9068 §4) is what keeps other kinds of JWT signed by the same key — security event
+/// tokens, DPoP proofs, back-channel logout tokens, explicitly typed ID tokens — from passing
+/// as access tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenTypes {
+    /// Accepted values, normalized by [`normalize_type`].
+    accepted: Vec<String>,
+    /// Whether a token without `typ` is accepted.
+    untyped: bool,
+}
+
+impl TokenTypes {
+    /// What an access token may say: no `typ`, `JWT` (RFC 7519 §5.1) or `at+jwt` (RFC 9068
+    /// §2.1).
+    pub fn access_token() -> Self {
+        Self {
+            accepted: vec![normalize_type("JWT"), normalize_type("at+jwt")],
+            untyped: true,
+        }
+    }
+
+    /// [`TokenTypes::access_token`] plus `extra`: the values one provider documents for its
+    /// tokens.
+    pub fn access_token_or(extra: &[&str]) -> Self {
+        let mut types = Self::access_token();
+        types
+            .accepted
+            .extend(extra.iter().map(|typ| normalize_type(typ)));
+        types
+    }
+
+    /// Exactly `types` (an issuer's `token_types`): a token must carry one of them.
+    pub fn exactly<S: AsRef<str>>(types: &[S]) -> Self {
+        Self {
+            accepted: types.iter().map(|typ| normalize_type(typ.as_ref())).collect(),
+            untyped: false,
+        }
+    }
+
+    fn check(&self, typ: Option<&str>) -> Result<(), Rejection> {
+        match typ {
+            None if self.untyped => Ok(()),
+            None => Err(Rejection::new(
+                Reason::TokenTypeNotAllowed,
+                "typ is missing and this issuer requires one",
+            )),
+            Some(typ) if self.accepted.contains(&normalize_type(typ)) => Ok(()),
+            Some(typ) => Err(Rejection::new(
+                Reason::TokenTypeNotAllowed,
+                format!("typ {typ:?} is not an accepted token type"),
+            )),
+        }
+    }
+}
+
+/// Where a verified token's subject comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectRule {
+    /// `sub`, which must be a non-empty string.
+    Sub,
+    /// `sub`; when it is the empty string, `common_name` names a service instead (Cloudflare
+    /// Access service tokens).
+    SubOrCommonName,
 }
 
 /// What claim validation extracts for later phases.
@@ -54,13 +122,14 @@ pub struct ValidClaims {
     pub expires_at: i64,
 }
 
-/// Normalises a `typ` value for comparison (RFC 7515 §4.1.9: media type, `application/`
-/// may be omitted, compared case-insensitively).
+/// Normalizes a `typ` value for comparison. It is a media type (RFC 7515 §4.1.9), so it
+/// compares case-insensitively, and a value without a `/` means the same as with
+/// `application/` in front of it. Nothing else is forgiven: no whitespace, no parameters.
 pub fn normalize_type(typ: &str) -> String {
-    let lower = typ.trim().to_ascii_lowercase();
+    let lower = typ.to_ascii_lowercase();
     match lower.strip_prefix("application/") {
-        Some(rest) => rest.to_owned(),
-        None => lower,
+        Some(rest) if !rest.contains('/') => rest.to_owned(),
+        _ => lower,
     }
 }
 
@@ -72,7 +141,7 @@ impl ClaimRules {
         claims: &Map<String, Value>,
         now: i64,
     ) -> Result<ValidClaims, Rejection> {
-        self.check_type(header)?;
+        self.token_types.check(header.typ.as_deref())?;
         let skew = self.clock_skew;
 
         let expires_at = numeric_date(claims, "exp")?
@@ -103,7 +172,7 @@ impl ClaimRules {
         }
         self.check_lifetime(expires_at, issued_at.or(not_before), now)?;
         self.check_audience(claims)?;
-        let subject = subject(claims)?;
+        let subject = self.subject(claims)?;
         self.check_required(claims)?;
         Ok(ValidClaims {
             subject,
@@ -111,20 +180,24 @@ impl ClaimRules {
         })
     }
 
-    fn check_type(&self, header: &JoseHeader) -> Result<(), Rejection> {
-        if self.token_types.is_empty() {
-            return Ok(());
-        }
-        match &header.typ {
-            Some(typ) if self.token_types.contains(&normalize_type(typ)) => Ok(()),
-            Some(typ) => Err(Rejection::new(
-                Reason::TokenTypeNotAllowed,
-                format!("typ {typ:?} is not accepted"),
-            )),
-            None => Err(Rejection::new(
-                Reason::TokenTypeNotAllowed,
-                "typ is missing and this issuer requires one",
-            )),
+    fn subject(&self, claims: &Map<String, Value>) -> Result<String, Rejection> {
+        match (claims.get("sub"), self.subject) {
+            (Some(Value::String(sub)), SubjectRule::SubOrCommonName) if sub.is_empty() => {
+                match claims.get("common_name") {
+                    Some(Value::String(name)) => subject_text("common_name", name),
+                    Some(_) => Err(Rejection::new(
+                        Reason::ClaimInvalid,
+                        "common_name is not a string",
+                    )),
+                    None => Err(Rejection::new(
+                        Reason::ClaimInvalid,
+                        "sub is empty and there is no common_name",
+                    )),
+                }
+            }
+            (Some(Value::String(sub)), _) => subject_text("sub", sub),
+            (Some(_), _) => Err(Rejection::new(Reason::ClaimInvalid, "sub is not a string")),
+            (None, _) => Err(Rejection::new(Reason::ClaimMissing, "sub is required")),
         }
     }
 
@@ -203,7 +276,7 @@ impl ClaimRules {
 
 /// Reads a NumericDate claim (RFC 7519 §2): a JSON number of seconds, possibly fractional,
 /// between 0 and year 9999. Fractions are truncated.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Rejection> {
+pub(super) fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Rejection> {
     let Some(value) = claims.get(name) else {
         return Ok(None);
     };
@@ -233,23 +306,18 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, 
     Ok(Some(seconds))
 }
 
-fn subject(claims: &Map<String, Value>) -> Result<String, Rejection> {
-    match claims.get("sub") {
-        None => Err(Rejection::new(Reason::ClaimMissing, "sub is required")),
-        Some(Value::String(sub)) if sub.is_empty() => {
-            Err(Rejection::new(Reason::ClaimInvalid, "sub is empty"))
-        }
-        Some(Value::String(sub)) if sub.len() > MAX_SUBJECT_BYTES => Err(Rejection::new(
-            Reason::ClaimInvalid,
-            format!("sub is longer than {MAX_SUBJECT_BYTES} bytes"),
-        )),
+/// A subject as it may reach an upstream header: non-empty, bounded, no control characters.
+fn subject_text(name: &str, value: &str) -> Result<String, Rejection> {
+    let invalid = |why: String| Err(Rejection::new(Reason::ClaimInvalid, why));
+    if value.is_empty() {
+        invalid(format!("{name} is empty"))
+    } else if value.len() > MAX_SUBJECT_BYTES {
+        invalid(format!("{name} is longer than {MAX_SUBJECT_BYTES} bytes"))
+    } else if value.chars().any(char::is_control) {
         // It becomes a header value: refuse control characters rather than forward them.
-        Some(Value::String(sub)) if sub.chars().any(char::is_control) => Err(Rejection::new(
-            Reason::ClaimInvalid,
-            "sub contains control characters",
-        )),
-        Some(Value::String(sub)) => Ok(sub.clone()),
-        Some(_) => Err(Rejection::new(Reason::ClaimInvalid, "sub is not a string")),
+        invalid(format!("{name} contains control characters"))
+    } else {
+        Ok(value.to_owned())
     }
 }
 
@@ -269,7 +337,8 @@ mod tests {
             clock_skew: 60,
             max_lifetime: 3600,
             required: vec![],
-            token_types: vec![],
+            token_types: TokenTypes::access_token(),
+            subject: SubjectRule::Sub,
         }
     }
 
@@ -519,35 +588,108 @@ mod tests {
         );
     }
 
+    fn typ_reason(r: &ClaimRules, typ: Option<&str>) -> Option<Reason> {
+        r.check(&header(typ), &claims(json!({})), NOW)
+            .err()
+            .map(|e| e.reason)
+    }
+
     #[test]
-    fn token_type_allowlist() {
-        let r = ClaimRules {
-            token_types: vec![normalize_type("at+jwt")],
+    fn by_default_only_access_token_types_pass() {
+        let r = rules();
+        let denied = Some(Reason::TokenTypeNotAllowed);
+        for (typ, expected) in [
+            (None, None),
+            (Some("JWT"), None),
+            (Some("jwt"), None),
+            (Some("application/jwt"), None),
+            (Some("at+jwt"), None),
+            (Some("at+JWT"), None),
+            (Some("Application/AT+JWT"), None),
+            // Other kinds of JWT that an IdP's key may sign.
+            (Some("secevent+jwt"), denied),
+            (Some("application/secevent+jwt"), denied),
+            (Some("dpop+jwt"), denied),
+            (Some("logout+jwt"), denied),
+            (Some("id_token+jwt"), denied),
+            (Some("JOSE"), denied),
+            (Some("JOSE+JSON"), denied),
+            (Some("token-introspection+jwt"), denied),
+            // Not the same media type: whitespace, parameters, another top-level type, nesting.
+            (Some(" JWT"), denied),
+            (Some("JWT "), denied),
+            (Some("application/jwt; charset=utf-8"), denied),
+            (Some("text/jwt"), denied),
+            (Some("application/at+jwt/x"), denied),
+            (Some("application/"), denied),
+            (Some(""), denied),
+        ] {
+            assert_eq!(typ_reason(&r, typ), expected, "{typ:?}");
+        }
+    }
+
+    #[test]
+    fn a_profile_widens_and_token_types_narrow() {
+        let spiffe = ClaimRules {
+            token_types: TokenTypes::access_token_or(&["JOSE"]),
             ..rules()
         };
-        for ok in [
-            "at+jwt",
-            "at+JWT",
-            "application/at+jwt",
-            "Application/AT+JWT",
-        ] {
-            assert!(
-                r.check(&header(Some(ok)), &claims(json!({})), NOW).is_ok(),
-                "{ok}"
-            );
+        for ok in [None, Some("JWT"), Some("JOSE"), Some("jose")] {
+            assert_eq!(typ_reason(&spiffe, ok), None, "{ok:?}");
+        }
+        assert_eq!(
+            typ_reason(&spiffe, Some("dpop+jwt")),
+            Some(Reason::TokenTypeNotAllowed)
+        );
+        let exactly = ClaimRules {
+            token_types: TokenTypes::exactly(&["at+jwt"]),
+            ..rules()
+        };
+        for ok in ["at+jwt", "at+JWT", "application/at+jwt", "Application/AT+JWT"] {
+            assert_eq!(typ_reason(&exactly, Some(ok)), None, "{ok}");
         }
         for bad in [Some("JWT"), Some("secevent+jwt"), Some("dpop+jwt"), None] {
             assert_eq!(
-                r.check(&header(bad), &claims(json!({})), NOW)
-                    .unwrap_err()
-                    .reason,
-                Reason::TokenTypeNotAllowed
+                typ_reason(&exactly, bad),
+                Some(Reason::TokenTypeNotAllowed),
+                "{bad:?}"
             );
         }
-        assert!(
-            rules()
-                .check(&header(Some("anything")), &claims(json!({})), NOW)
-                .is_ok()
+    }
+
+    #[test]
+    fn cloudflare_service_tokens_take_the_subject_from_common_name() {
+        let cloudflare = ClaimRules {
+            subject: SubjectRule::SubOrCommonName,
+            ..rules()
+        };
+        let subject = |r: &ClaimRules, extra: Value| {
+            r.check(&header(None), &claims(extra), NOW)
+                .map(|valid| valid.subject)
+                .map_err(|e| e.reason)
+        };
+        assert_eq!(
+            subject(&cloudflare, json!({"sub": "", "common_name": "abc.access"})),
+            Ok("abc.access".to_owned())
+        );
+        assert_eq!(
+            subject(&cloudflare, json!({"sub": "user-uuid", "common_name": "abc.access"})),
+            Ok("user-uuid".to_owned()),
+            "a user's sub is not replaced"
+        );
+        for (extra, reason) in [
+            (json!({"sub": ""}), Reason::ClaimInvalid),
+            (json!({"sub": "", "common_name": ""}), Reason::ClaimInvalid),
+            (json!({"sub": "", "common_name": 7}), Reason::ClaimInvalid),
+            (json!({"sub": "", "common_name": "a\nb"}), Reason::ClaimInvalid),
+            (json!({"sub": null, "common_name": "abc.access"}), Reason::ClaimMissing),
+        ] {
+            assert_eq!(subject(&cloudflare, extra.clone()), Err(reason), "{extra}");
+        }
+        assert_eq!(
+            subject(&rules(), json!({"sub": "", "common_name": "abc.access"})),
+            Err(Reason::ClaimInvalid),
+            "other profiles keep the non-empty sub rule"
         );
     }
 }

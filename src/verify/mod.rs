@@ -1,14 +1,16 @@
 //! Verification: token text in, verified token or a reasoned rejection out.
 //!
 //! The steps follow the protocol: frame the compact JWS → pick the issuer by the exact
-//! (unverified) `iss` → pick a key *of that issuer only* by exact `kid` → check the header `alg`
-//! is one that key is bound to → verify the signature → validate the claims. The token never
-//! chooses a key, an algorithm or a URL on its own. Nothing here does I/O: keys are read from
+//! (unverified) `iss` and, where issuers share one `iss`, by where the token arrived → pick a
+//! key *of that issuer only* by exact `kid` → check the header `alg` is one that key is bound
+//! to → verify the signature → validate the claims (an AWS ALB token's signed header first,
+//! [`alb`]). The token never chooses a key, an algorithm or a URL on its own. Nothing here does I/O: keys are read from
 //! each issuer's [`KeyStore`], which [`crate::keys::source`] keeps filled.
 //!
 //! Depends on [`crate::jose`], [`crate::keys`], [`crate::extract`] (location sets),
 //! [`crate::identity`] (normalizing what verified) and [`crate::reason`].
 
+mod alb;
 pub mod cache;
 mod claims;
 
@@ -17,11 +19,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-pub use claims::{AudienceRule, ClaimRules, ValidClaims, normalize_type};
+pub use claims::{AudienceRule, ClaimRules, SubjectRule, TokenTypes, ValidClaims, normalize_type};
 
 use crate::extract::LocationSet;
-use crate::identity::{Identity, Profile};
-use crate::jose::{CompactJws, FormatError};
+use crate::identity::{Identity, Profile, ProfileName};
+use crate::jose::{CompactJws, FormatError, JoseHeader};
 use crate::keys::{KeySet, KeyStore, TrustedKey};
 use crate::reason::{Reason, Rejection};
 
@@ -191,32 +193,102 @@ impl VerifiedToken {
     }
 }
 
-/// Every trusted issuer, looked up by exact `iss`, then by tenant template.
+/// Every trusted issuer, looked up by exact `iss` (or an alias), then by tenant template, and
+/// among issuers that share one `iss`, by where the token arrived.
 #[derive(Debug, Default)]
 pub struct IssuerRegistry {
-    by_iss: HashMap<String, Arc<Issuer>>,
+    /// Issuers by each exact spelling of their `iss`. One string names several issuers only when
+    /// their token locations are disjoint (config validation guarantees it): AWS ALB signs its
+    /// `x-amzn-oidc-data` tokens with the Cognito user pool's `iss`, so an ALB issuer and a
+    /// Cognito bearer-token issuer share it.
+    by_iss: HashMap<String, Vec<Arc<Issuer>>>,
     templates: Vec<Arc<Issuer>>,
     ordered: Vec<Arc<Issuer>>,
     max_token_bytes: usize,
 }
 
+/// The `iss` a token states: in its payload (every JWT), and in its protected header (AWS ALB
+/// puts it there; RFC 7519 §5.3 lets any JWT replicate it there).
+#[derive(Debug, Clone, Copy)]
+struct StatedIss<'t> {
+    payload: Option<&'t str>,
+    header: Option<&'t str>,
+}
+
+impl<'t> StatedIss<'t> {
+    fn read(header: &'t JoseHeader, claims: &'t Map<String, Value>) -> Result<Self, Rejection> {
+        let text = |value: Option<&'t Value>, place: &str| match value {
+            None => Ok(None),
+            Some(Value::String(iss)) => Ok(Some(iss.as_str())),
+            Some(_) => Err(Rejection::new(
+                Reason::ClaimInvalid,
+                format!("iss in the {place} is not a string"),
+            )),
+        };
+        Ok(Self {
+            payload: text(claims.get("iss"), "payload")?,
+            header: text(header.params.get("iss"), "header")?,
+        })
+    }
+
+    /// The string to find the issuer by. The header's comes first: only an AWS ALB issuer reads
+    /// it, and for every other issuer [`StatedIss::for_issuer`] then requires the payload to
+    /// say the same.
+    fn lookup(self) -> Result<&'t str, Rejection> {
+        self.header
+            .or(self.payload)
+            .ok_or_else(|| Rejection::new(Reason::IssuerUnknown, "the token has no iss claim"))
+    }
+
+    /// The `iss` this issuer's tokens are read by: the signed header's for AWS ALB, the
+    /// payload's for everyone else. Where `iss` sits is framing, so this is checked before any
+    /// key is tried.
+    fn authority(self, alb: bool) -> Result<&'t str, Rejection> {
+        let (authority, missing) = if alb {
+            (
+                self.header,
+                "an aws-alb issuer's tokens carry iss in the signed header, and this one does not",
+            )
+        } else {
+            (
+                self.payload,
+                "the token has no iss claim (iss in the header is only read for aws-alb issuers)",
+            )
+        };
+        authority.ok_or_else(|| Rejection::new(Reason::IssuerUnknown, missing))
+    }
+
+    /// Where both places state an `iss`, they must agree. Checked once the signature verified.
+    fn agree(self) -> Result<(), Rejection> {
+        match (self.header, self.payload) {
+            (Some(header), Some(payload)) if header != payload => Err(Rejection::new(
+                Reason::ClaimMismatch,
+                "iss in the payload differs from iss in the signed header",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl IssuerRegistry {
-    /// A registry of `issuers` (their `iss` values must be distinct; config validation
-    /// guarantees it) accepting tokens up to `max_token_bytes`.
+    /// A registry of `issuers` accepting tokens up to `max_token_bytes`. An `iss` (or alias)
+    /// shared by several issuers must come with disjoint token locations; config validation
+    /// guarantees it.
     pub fn new(issuers: Vec<Arc<Issuer>>, max_token_bytes: usize) -> Self {
-        let (templates, plain): (Vec<_>, Vec<_>) = issuers
-            .iter()
-            .cloned()
-            .partition(|issuer| issuer.tenancy != Tenancy::Single);
-        let by_iss = plain
-            .into_iter()
-            .flat_map(|issuer| {
-                let names: Vec<String> = std::iter::once(issuer.issuer.clone())
-                    .chain(issuer.aliases.iter().cloned())
-                    .collect();
-                names.into_iter().map(move |iss| (iss, Arc::clone(&issuer)))
-            })
-            .collect();
+        let mut by_iss: HashMap<String, Vec<Arc<Issuer>>> = HashMap::new();
+        let mut templates = Vec::new();
+        for issuer in &issuers {
+            if issuer.tenancy != Tenancy::Single {
+                templates.push(Arc::clone(issuer));
+                continue;
+            }
+            for iss in std::iter::once(&issuer.issuer).chain(&issuer.aliases) {
+                by_iss
+                    .entry(iss.clone())
+                    .or_default()
+                    .push(Arc::clone(issuer));
+            }
+        }
         Self {
             by_iss,
             templates,
@@ -244,52 +316,19 @@ impl IssuerRegistry {
     ) -> Result<VerifiedToken, Failure> {
         let jws = CompactJws::parse(token, self.max_token_bytes).map_err(format_rejection)?;
         // The issuer has to be known before a key can be chosen, so `iss` is read from the
-        // still-unverified payload; nothing else in it is used until the signature checks out.
+        // still-unverified token; nothing else in it is used until the signature checks out.
         let mut claims = jws.claims().map_err(format_rejection)?;
-        // AWS ALB tokens carry `iss` (and `exp`) in the header, the IdP's userinfo in the
-        // payload; the header is signed too, and only an aws-alb issuer may be found this way.
-        let header_iss = !claims.contains_key("iss");
-        let iss_value = if header_iss {
-            jws.header.params.get("iss")
-        } else {
-            claims.get("iss")
-        };
-        let iss = match iss_value {
-            Some(Value::String(iss)) => iss.clone(),
-            Some(_) => {
-                return Err(Rejection::new(Reason::ClaimInvalid, "iss is not a string").into());
-            }
-            None => {
-                return Err(
-                    Rejection::new(Reason::IssuerUnknown, "the token has no iss claim").into(),
-                );
-            }
-        };
-        let iss = iss.as_str();
-        let (issuer, tenant) = self.issuer_for(iss)?;
-        if issuer.profile.name == crate::identity::ProfileName::AwsAlb {
-            for name in ["iss", "exp", "client"] {
-                if let (false, Some(value)) =
-                    (claims.contains_key(name), jws.header.params.get(name))
-                {
-                    claims.insert(name.to_owned(), value.clone());
-                }
-            }
-        } else if header_iss {
-            return Err(Rejection::new(
-                Reason::IssuerUnknown,
-                "the token has no iss claim (iss in the header is only read for aws-alb issuers)",
-            )
-            .into());
-        }
+        let stated = StatedIss::read(&jws.header, &claims)?;
+        let (issuer, tenant) = self.issuer_for(stated.lookup()?, locations)?;
+        let alb = issuer.profile.name == ProfileName::AwsAlb;
         let checked = self
-            .verify_with(issuer, tenant, &jws, &claims, locations)
+            .verify_with(issuer, tenant, &jws, stated, &claims, locations)
             .and_then(|key| {
-                issuer
-                    .rules
-                    .check(&jws.header, &claims, now)
-                    .map(|valid| (valid, key))
-                    .map_err(Failure::from)
+                if alb {
+                    alb::apply_signed_header(&jws.header, &issuer.alb_signers, &mut claims)?;
+                }
+                let valid = issuer.rules.check(&jws.header, &claims, now)?;
+                Ok((valid, key))
             });
         match checked {
             Ok((valid, verified_by)) => Ok(VerifiedToken {
@@ -311,37 +350,52 @@ impl IssuerRegistry {
         }
     }
 
-    /// The issuer of `iss`: an exact match, else a template whose tenant is accepted.
-    fn issuer_for<'a>(&self, iss: &'a str) -> Result<(&Arc<Issuer>, Option<&'a str>), Rejection> {
-        if let Some(issuer) = self.by_iss.get(iss) {
+    /// The issuer of `iss` for a token found in `locations`: an exact match (among issuers
+    /// sharing the string, the one that accepts this location), else a template whose tenant
+    /// is accepted.
+    fn issuer_for<'a>(
+        &self,
+        iss: &'a str,
+        locations: LocationSet,
+    ) -> Result<(&Arc<Issuer>, Option<&'a str>), Rejection> {
+        let exact = self.by_iss.get(iss).into_iter().flatten();
+        if let Some((issuer, ())) = by_location(exact.map(|issuer| (issuer, ())), locations) {
             return Ok((issuer, None));
         }
-        for issuer in &self.templates {
-            if let Some(tenant) = issuer.tenancy.tenant_of(iss) {
-                if issuer.tenancy.accepts(tenant) {
-                    return Ok((issuer, Some(tenant)));
-                }
-                return Err(Rejection::new(
-                    Reason::IssuerUnknown,
-                    format!("tenant {tenant:?} of iss {iss:?} is not accepted"),
-                )
-                .for_issuer(&issuer.id));
-            }
+        let fitting = self
+            .templates
+            .iter()
+            .filter_map(|issuer| Some((issuer, issuer.tenancy.tenant_of(iss)?)));
+        let Some((issuer, tenant)) = by_location(fitting, locations) else {
+            return Err(Rejection::new(
+                Reason::IssuerUnknown,
+                format!("no issuer is configured for iss {iss:?}"),
+            ));
+        };
+        if issuer.tenancy.accepts(tenant) {
+            Ok((issuer, Some(tenant)))
+        } else {
+            Err(Rejection::new(
+                Reason::IssuerUnknown,
+                format!("tenant {tenant:?} of iss {iss:?} is not accepted"),
+            )
+            .for_issuer(&issuer.id))
         }
-        Err(Rejection::new(
-            Reason::IssuerUnknown,
-            format!("no issuer is configured for iss {iss:?}"),
-        ))
     }
 
+    /// The signature layer for one chosen issuer: where `iss` sits, token location, padding,
+    /// that issuer's keys only, the key's algorithm binding; then what binds the key to the
+    /// token (one `iss`, a multi-tenant `tid`, a key's own issuer).
     fn verify_with(
         &self,
         issuer: &Arc<Issuer>,
         tenant: Option<&str>,
         jws: &CompactJws<'_>,
+        stated: StatedIss<'_>,
         claims: &Map<String, Value>,
         locations: LocationSet,
     ) -> Result<VerifyingKey, Failure> {
+        let iss = stated.authority(issuer.profile.name == ProfileName::AwsAlb)?;
         if jws.padded && !issuer.accept_padded {
             return Err(Rejection::new(
                 Reason::TokenMalformed,
@@ -401,27 +455,32 @@ impl IssuerRegistry {
                 }
             }
         }
-        let iss = claims
-            .get("iss")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        stated.agree()?;
         check_key_issuer(key, iss, claims)?;
-        if !issuer.alb_signers.is_empty() {
-            let signer = jws.header.params.get("signer").and_then(Value::as_str);
-            if !signer.is_some_and(|s| issuer.alb_signers.iter().any(|a| a == s)) {
-                return Err(Rejection::new(
-                    Reason::ClaimMismatch,
-                    format!("ALB signer {signer:?} is not an accepted load balancer"),
-                )
-                .into());
-            }
-        }
         Ok(VerifyingKey {
             by_kid: jws.header.kid.is_some(),
             key_set: keys.id(),
             key: Arc::clone(key),
         })
     }
+}
+
+/// Among `candidates` (issuers that fit a token's `iss`), the one that accepts tokens from
+/// `locations`; when none does, the first, whose location check then refuses the token and
+/// names it.
+fn by_location<'r, T>(
+    mut candidates: impl Iterator<Item = (&'r Arc<Issuer>, T)>,
+    locations: LocationSet,
+) -> Option<(&'r Arc<Issuer>, T)> {
+    let first = candidates.next()?;
+    if first.0.locations.intersects(locations) {
+        return Some(first);
+    }
+    Some(
+        candidates
+            .find(|(issuer, _)| issuer.locations.intersects(locations))
+            .unwrap_or(first),
+    )
 }
 
 /// A key that names its own issuer (Entra ID does, possibly as a `{tenantid}` template) may
