@@ -188,7 +188,10 @@ fn several_credentials(value: &str, prefix: Option<&str>) -> Option<Joined> {
     }
     let mut credentials = 0;
     let mut ours = false;
-    for piece in value.split(',').map(|piece| piece.trim_start_matches([' ', '\t'])) {
+    for piece in value
+        .split(',')
+        .map(|piece| piece.trim_start_matches([' ', '\t']))
+    {
         let prefixed = prefix.is_some_and(|prefix| starts_with_ignore_case(piece, prefix));
         if prefixed || is_compact_shape(piece) || is_scheme_credentials(piece) {
             credentials += 1;
@@ -220,10 +223,7 @@ fn is_scheme_credentials(piece: &str) -> bool {
     let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     let token68 = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
     let body = token.trim_end_matches('=');
-    !scheme.is_empty()
-        && scheme.bytes().all(tchar)
-        && !body.is_empty()
-        && body.bytes().all(token68)
+    !scheme.is_empty() && scheme.bytes().all(tchar) && !body.is_empty() && body.bytes().all(token68)
 }
 
 fn cookie_token<'r>(
@@ -372,8 +372,16 @@ mod tests {
                 r#"{"payload":"e30","signatures":[{"protected":"e30","signature":"c2ln"}]}"#,
             ),
             // An unencoded (b64: false) payload with a comma in it.
-            ("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.a,b.c2ln", "eyJhbGciOiJIUzI1NiJ9.a,b.c2ln"),
-            ("x-goog-iap-jwt-assertion", "eyJhbGciOiJFUzI1NiJ9.a,b.c2ln", "eyJhbGciOiJFUzI1NiJ9.a,b.c2ln"),
+            (
+                "authorization",
+                "Bearer eyJhbGciOiJIUzI1NiJ9.a,b.c2ln",
+                "eyJhbGciOiJIUzI1NiJ9.a,b.c2ln",
+            ),
+            (
+                "x-goog-iap-jwt-assertion",
+                "eyJhbGciOiJFUzI1NiJ9.a,b.c2ln",
+                "eyJhbGciOiJFUzI1NiJ9.a,b.c2ln",
+            ),
             ("authorization", "Bearer a.b.c,", "a.b.c,"),
         ] {
             let request = headers(&[(name, value)]);

@@ -96,6 +96,46 @@ fn the_shipped_example_config_is_valid() {
 }
 
 #[test]
+fn one_iss_on_two_issuers_needs_disjoint_token_locations() {
+    let example = repo_file("deploy/examples/cognito-behind-alb.yaml");
+    let output = fedauthz()
+        .arg("check-config")
+        .arg(&example)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("OK (2 issuers)"));
+
+    // The ALB issuer also reading Authorization overlaps the Cognito issuer's location.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("overlap.yaml");
+    let yaml = std::fs::read_to_string(&example).expect("read example").replace(
+        "    # token_locations left out: x-amzn-oidc-data",
+        "    token_locations: [{header: x-amzn-oidc-data}, {header: authorization, prefix: \"Bearer \"}]",
+    );
+    std::fs::write(&file, yaml).expect("write");
+    let output = fedauthz()
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "{}: issuers[1].token_locations: issuers[0] has the same issuer \"https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEfGhI\" and also accepts tokens from header authorization (issuers[0].token_locations)",
+        file.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "missing {expected:?} in:\n{stderr}"
+    );
+}
+
+#[test]
 fn config_schema_is_a_json_schema_that_refuses_unknown_fields() {
     let output = fedauthz().arg("config-schema").output().expect("run");
     assert!(output.status.success());

@@ -428,7 +428,10 @@ const OTHER_JWT_KINDS: [(&str, &str); 5] = [
     ("dpop+jwt", "a DPoP proof (RFC 9449)"),
     ("logout+jwt", "an OIDC back-channel logout token"),
     ("jose+json", "a JWS or JWE in JSON serialization"),
-    ("token-introspection+jwt", "a token introspection response (RFC 9701)"),
+    (
+        "token-introspection+jwt",
+        "a token introspection response (RFC 9701)",
+    ),
 ];
 
 fn other_jwt_kind(typ: &str) -> Option<&'static str> {
@@ -456,9 +459,12 @@ fn check_issuer_names(issuers: &[IssuerConfig], errors: &mut Errors) {
         let aliases = issuer.aliases();
         check_aliases(issuer, &aliases, &at, errors);
         let spellings = std::iter::once((format!("{at}.issuer"), issuer.issuer.clone(), false))
-            .chain(aliases.into_iter().enumerate().map(|(i, alias)| {
-                (format!("{at}.issuer_aliases[{i}]"), alias, true)
-            }));
+            .chain(
+                aliases
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, alias)| (format!("{at}.issuer_aliases[{i}]"), alias, true)),
+            );
         for (path, iss, alias) in spellings {
             let named = names.entry(iss.clone()).or_default();
             for earlier in named.iter().filter(|earlier| earlier.index != index) {
@@ -493,7 +499,10 @@ fn check_issuer_names(issuers: &[IssuerConfig], errors: &mut Errors) {
 }
 
 fn check_aliases(issuer: &IssuerConfig, aliases: &[String], at: &str, errors: &mut Errors) {
-    if issuer.issuer_aliases.as_ref().is_some_and(|a| !a.is_empty())
+    if issuer
+        .issuer_aliases
+        .as_ref()
+        .is_some_and(|a| !a.is_empty())
         && issuer.issuer.contains("{tenantid}")
     {
         errors.push(
@@ -1079,7 +1088,9 @@ issuers:
         assert_eq!(
             errors(&config(format!(
                 "{cognito}{}",
-                alb("    token_locations: [{header: x-amzn-oidc-data}, {header: authorization, prefix: \"DPoP \"}]\n")
+                alb(
+                    "    token_locations: [{header: x-amzn-oidc-data}, {header: authorization, prefix: \"DPoP \"}]\n"
+                )
             ))),
             [format!(
                 "issuers[1].token_locations: issuers[0] has the same issuer {POOL:?} and also accepts tokens from header authorization (issuers[0].token_locations); issuers that share an iss need disjoint token_locations"
@@ -1124,11 +1135,12 @@ issuers:
             ]
         );
         // Unique even where the token locations would tell the issuers apart.
-        let cookie = other("[accounts.google.com]")
-            + "    token_locations: [{cookie: session}]\n";
+        let cookie = other("[accounts.google.com]") + "    token_locations: [{cookie: session}]\n";
         assert_eq!(
             errors(&format!("issuers:\n{google}{cookie}")),
-            ["issuers[1].issuer_aliases[0]: duplicates issuers[0].issuer_aliases[0] \"accounts.google.com\"; an issuer alias must be unique across issuers"]
+            [
+                "issuers[1].issuer_aliases[0]: duplicates issuers[0].issuer_aliases[0] \"accounts.google.com\"; an issuer alias must be unique across issuers"
+            ]
         );
         let template = "issuers:\n  - id: entra\n    issuer: https://login.microsoftonline.com/{tenantid}/v2.0\n    any_tenant: true\n    keys: { jwks_uri: \"https://login.microsoftonline.com/common/discovery/v2.0/keys\" }\n    audiences: [a]\n    issuer_aliases: [https://sts.windows.net/x/]\n";
         assert_eq!(

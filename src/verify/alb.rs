@@ -38,9 +38,8 @@ pub(super) fn apply_signed_header(
         ));
     }
 
-    let header_exp = numeric_date(signed, "exp")?.ok_or_else(|| {
-        Rejection::new(Reason::ClaimMissing, "the ALB token header has no exp")
-    })?;
+    let header_exp = numeric_date(signed, "exp")?
+        .ok_or_else(|| Rejection::new(Reason::ClaimMissing, "the ALB token header has no exp"))?;
     let exp = match numeric_date(claims, "exp")? {
         Some(payload_exp) => payload_exp.min(header_exp),
         None => header_exp,
@@ -122,7 +121,10 @@ mod tests {
     #[test]
     fn the_earlier_exp_wins_and_the_header_exp_is_required() {
         let later = apply(json!({}), json!({"sub": "u", "exp": 9_000})).unwrap();
-        assert_eq!(later["exp"], 2_000, "a later payload exp cannot extend the header's");
+        assert_eq!(
+            later["exp"], 2_000,
+            "a later payload exp cannot extend the header's"
+        );
         let earlier = apply(json!({}), json!({"sub": "u", "exp": 1_500})).unwrap();
         assert_eq!(earlier["exp"], 1_500);
         assert_eq!(
@@ -151,7 +153,10 @@ mod tests {
             Err(Reason::ClaimMismatch)
         );
         assert_eq!(
-            apply(json!({"client": null}), json!({"sub": "u", "client": "client-1"})),
+            apply(
+                json!({"client": null}),
+                json!({"sub": "u", "client": "client-1"})
+            ),
             Err(Reason::ClaimMissing),
             "a payload client never stands in for the header's"
         );
@@ -164,7 +169,10 @@ mod tests {
     #[test]
     fn only_accepted_signers_vouch() {
         assert_eq!(
-            apply(json!({"signer": "arn:aws:elasticloadbalancing:eu-west-1:999:loadbalancer/app/x/2"}), json!({"sub": "u"})),
+            apply(
+                json!({"signer": "arn:aws:elasticloadbalancing:eu-west-1:999:loadbalancer/app/x/2"}),
+                json!({"sub": "u"})
+            ),
             Err(Reason::ClaimMismatch)
         );
         assert_eq!(

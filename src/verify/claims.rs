@@ -82,7 +82,10 @@ impl TokenTypes {
     /// Exactly `types` (an issuer's `token_types`): a token must carry one of them.
     pub fn exactly<S: AsRef<str>>(types: &[S]) -> Self {
         Self {
-            accepted: types.iter().map(|typ| normalize_type(typ.as_ref())).collect(),
+            accepted: types
+                .iter()
+                .map(|typ| normalize_type(typ.as_ref()))
+                .collect(),
             untyped: false,
         }
     }
@@ -276,7 +279,10 @@ impl ClaimRules {
 
 /// Reads a NumericDate claim (RFC 7519 §2): a JSON number of seconds, possibly fractional,
 /// between 0 and year 9999. Fractions are truncated.
-pub(super) fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Rejection> {
+pub(super) fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<i64>, Rejection> {
     let Some(value) = claims.get(name) else {
         return Ok(None);
     };
@@ -645,7 +651,12 @@ mod tests {
             token_types: TokenTypes::exactly(&["at+jwt"]),
             ..rules()
         };
-        for ok in ["at+jwt", "at+JWT", "application/at+jwt", "Application/AT+JWT"] {
+        for ok in [
+            "at+jwt",
+            "at+JWT",
+            "application/at+jwt",
+            "Application/AT+JWT",
+        ] {
             assert_eq!(typ_reason(&exactly, Some(ok)), None, "{ok}");
         }
         for bad in [Some("JWT"), Some("secevent+jwt"), Some("dpop+jwt"), None] {
@@ -673,7 +684,10 @@ mod tests {
             Ok("abc.access".to_owned())
         );
         assert_eq!(
-            subject(&cloudflare, json!({"sub": "user-uuid", "common_name": "abc.access"})),
+            subject(
+                &cloudflare,
+                json!({"sub": "user-uuid", "common_name": "abc.access"})
+            ),
             Ok("user-uuid".to_owned()),
             "a user's sub is not replaced"
         );
@@ -681,8 +695,14 @@ mod tests {
             (json!({"sub": ""}), Reason::ClaimInvalid),
             (json!({"sub": "", "common_name": ""}), Reason::ClaimInvalid),
             (json!({"sub": "", "common_name": 7}), Reason::ClaimInvalid),
-            (json!({"sub": "", "common_name": "a\nb"}), Reason::ClaimInvalid),
-            (json!({"sub": null, "common_name": "abc.access"}), Reason::ClaimMissing),
+            (
+                json!({"sub": "", "common_name": "a\nb"}),
+                Reason::ClaimInvalid,
+            ),
+            (
+                json!({"sub": null, "common_name": "abc.access"}),
+                Reason::ClaimMissing,
+            ),
         ] {
             assert_eq!(subject(&cloudflare, extra.clone()), Err(reason), "{extra}");
         }
