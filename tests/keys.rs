@@ -438,6 +438,184 @@ async fn alb_tokens_verify_with_per_kid_pem_keys() {
     assert_eq!(keys.total_hits(), before);
 }
 
+/// An ALB signing key: the PEM public key its key server serves, and a signer.
+struct AlbKey {
+    pem: String,
+    signer: josekit::jws::alg::ecdsa::EcdsaJwsSigner,
+}
+
+fn alb_key() -> AlbKey {
+    let pair = josekit::jws::ES256.generate_key_pair().expect("EC key");
+    AlbKey {
+        pem: String::from_utf8(pair.to_pem_public_key()).expect("PEM"),
+        signer: josekit::jws::ES256
+            .signer_from_jwk(&pair.to_jwk_private_key())
+            .expect("signer"),
+    }
+}
+
+const ALB_ISS: &str = "https://idp.example";
+
+/// An ALB issuer whose per-kid keys come from `keys`, with `extra` key settings.
+fn alb_config(keys: &KeyServer, extra: &str) -> String {
+    format!(
+        "issuers:\n  - id: alb\n    issuer: {ALB_ISS}\n    profile: aws-alb\n    alb_signers: [\"{ALB_ARN}\"]\n    algorithms: [ES256]\n    accept_padded_tokens: true\n    audience_claim: client\n    audiences: [client-1]\n    keys: {{ pem_uri_template: \"{}\", insecure_http: true, {extra} }}\n",
+        keys.url("/{kid}")
+    )
+}
+
+async fn check_alb(server: &RunningServer, token: &str) -> String {
+    let mut client = server.client().await;
+    let request = check_request(&[("x-amzn-oidc-data", token)]);
+    let response = client.check(request).await.expect("rpc").into_inner();
+    reason(&response).to_owned()
+}
+
+/// Checks the ALB `token` until the answer is `want`, or panics after `timeout`.
+async fn until_alb_reason(server: &RunningServer, token: &str, want: &str, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let got = check_alb(server, token).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "still {got} instead of {want} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn alb_kids_the_key_server_no_longer_has_are_removed() {
+    // S3-backed key endpoints answer 403 for a missing object; 404 and 410 say the same.
+    let kids = [
+        ("1b7e2a54-0c1d-4e8f-9a3b-5c6d7e8f9a01", 403),
+        ("2b7e2a54-0c1d-4e8f-9a3b-5c6d7e8f9a02", 404),
+        ("3b7e2a54-0c1d-4e8f-9a3b-5c6d7e8f9a03", 410),
+    ];
+    let keys = KeyServer::http().await;
+    let mut tokens = Vec::new();
+    for (kid, _) in kids {
+        let key = alb_key();
+        keys.set(&format!("/{kid}"), Reply::json(key.pem));
+        tokens.push(alb_token(&key.signer, kid, ALB_ISS));
+    }
+    let yaml = alb_config(
+        &keys,
+        "refresh_interval: 1s, min_refresh: 1s, unknown_kid_interval: 1s, unknown_kid_wait: 3s",
+    );
+    let server = RunningServer::start(&yaml).await;
+    server.wait_ready(200, Duration::from_secs(10)).await;
+    // One on-demand fetch per unknown_kid_interval: the kids load a second apart.
+    for token in &tokens {
+        until_alb_reason(&server, token, "token_valid", Duration::from_secs(5)).await;
+    }
+    let hits = || kids.map(|(kid, _)| keys.hits(&format!("/{kid}")));
+
+    for (kid, status) in kids {
+        keys.set(&format!("/{kid}"), Reply::Status(status));
+    }
+    // No check names the kids now: only background revalidation asks again, and every
+    // request counted from here on got the new answer.
+    let switched = hits();
+    eventually(Duration::from_secs(10), "revalidation requests", || {
+        hits().iter().zip(switched).all(|(&now, then)| now > then)
+    })
+    .await;
+    for token in &tokens {
+        until_alb_reason(&server, token, "key_unknown", Duration::from_secs(5)).await;
+    }
+    assert!(failures(&server, "alb", "status") >= 3);
+
+    // A removed kid is not revalidated any more, and tokens naming it cost at most one
+    // fetch per unknown_kid_interval (1 s), like any unknown kid.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = keys.total_hits();
+    let start = Instant::now();
+    for _ in 0..10 {
+        for token in &tokens {
+            assert_eq!(check_alb(&server, token).await, "key_unknown");
+        }
+    }
+    let allowed = usize::try_from(start.elapsed().as_secs()).expect("seconds") + 1;
+    let fetched = keys.total_hits() - before;
+    assert!(fetched <= allowed, "{fetched} fetches for 30 denied checks");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        keys.total_hits() - before,
+        fetched,
+        "removed kids are not revalidated"
+    );
+}
+
+#[tokio::test]
+async fn alb_kids_keep_their_key_through_failures_until_max_staleness() {
+    let failing = "4b7e2a54-0c1d-4e8f-9a3b-5c6d7e8f9a04";
+    let changing = "5b7e2a54-0c1d-4e8f-9a3b-5c6d7e8f9a05";
+    let (failing_key, changing_key, other_key) = (alb_key(), alb_key(), alb_key());
+    let keys = KeyServer::http().await;
+    keys.set(&format!("/{failing}"), Reply::json(failing_key.pem.clone()));
+    keys.set(
+        &format!("/{changing}"),
+        Reply::json(changing_key.pem.clone()),
+    );
+    let yaml = alb_config(
+        &keys,
+        "refresh_interval: 1s, min_refresh: 1s, max_staleness: 4s, unknown_kid_interval: 1s, unknown_kid_wait: 3s",
+    );
+    let server = RunningServer::start(&yaml).await;
+    server.wait_ready(200, Duration::from_secs(10)).await;
+    let failing_token = alb_token(&failing_key.signer, failing, ALB_ISS);
+    let changing_token = alb_token(&changing_key.signer, changing, ALB_ISS);
+    for token in [&failing_token, &changing_token] {
+        until_alb_reason(&server, token, "token_valid", Duration::from_secs(5)).await;
+    }
+
+    // A 500, and a different key under a known kid (refused: a kid's key never changes).
+    let (status, invalid) = (
+        failures(&server, "alb", "status"),
+        failures(&server, "alb", "invalid"),
+    );
+    keys.set(&format!("/{failing}"), Reply::Status(500));
+    keys.set(&format!("/{changing}"), Reply::json(other_key.pem.clone()));
+    eventually(
+        Duration::from_secs(10),
+        "two failed revalidations each",
+        || {
+            failures(&server, "alb", "status") >= status + 2
+                && failures(&server, "alb", "invalid") >= invalid + 2
+        },
+    )
+    .await;
+    assert_eq!(
+        check_alb(&server, &failing_token).await,
+        "token_valid",
+        "a 500 keeps the last good key"
+    );
+    assert_eq!(
+        check_alb(&server, &changing_token).await,
+        "token_valid",
+        "the key fetched first still serves"
+    );
+    assert_eq!(
+        check_alb(&server, &alb_token(&other_key.signer, changing, ALB_ISS)).await,
+        "signature_invalid",
+        "the changed key is not trusted"
+    );
+
+    // Past max_staleness (4 s) after the last success, the failing kid is dropped.
+    until_alb_reason(
+        &server,
+        &failing_token,
+        "key_unknown",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(keys.hits(&format!("/{failing}")) >= 4);
+}
+
 #[tokio::test]
 async fn padded_tokens_are_refused_unless_the_issuer_accepts_them() {
     let issuer = TestIssuer::es256("https://idp.example", "k1");

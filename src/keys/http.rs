@@ -62,20 +62,43 @@ pub enum FetchError {
         /// The document's `issuer`.
         found: String,
     },
+    /// A per-kid key server now serves a different key for a kid it served before. A kid's
+    /// key never changes (AWS ALB), so the new key is refused.
+    #[error("{url} now serves a different key for kid {kid:?} than before")]
+    KeyChanged {
+        /// The URL.
+        url: String,
+        /// The kid.
+        kid: String,
+    },
 }
 
 impl FetchError {
     /// A stable, bounded label: `request`, `timeout`, `status`, `too_large`, `invalid`,
-    /// `issuer_mismatch`.
+    /// `issuer_mismatch`. A changed key counts as `invalid`: the answer is not what the source
+    /// expects.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Request { .. } => "request",
             Self::Timeout { .. } => "timeout",
             Self::Status { .. } => "status",
             Self::TooLarge { .. } => "too_large",
-            Self::Invalid { .. } => "invalid",
+            Self::Invalid { .. } | Self::KeyChanged { .. } => "invalid",
             Self::IssuerMismatch { .. } => "issuer_mismatch",
         }
+    }
+
+    /// Whether the server answered definitely that the document does not exist: HTTP 404 or
+    /// 410, or 403, which S3-backed key endpoints (AWS ALB) answer for a missing object. Any
+    /// other failure may be transient.
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            Self::Status {
+                status: 403 | 404 | 410,
+                ..
+            }
+        )
     }
 }
 
@@ -303,5 +326,41 @@ mod tests {
         assert_eq!(age(&[("expires", "not a date")]), None);
         assert_eq!(age(&[("cache-control", "max-age=lots")]), None);
         assert_eq!(age(&[]), None);
+    }
+
+    #[test]
+    fn only_403_404_and_410_mean_gone() {
+        let status = |status| FetchError::Status {
+            url: "https://keys.example/k".into(),
+            status,
+        };
+        for gone in [403, 404, 410] {
+            assert!(status(gone).is_gone(), "{gone}");
+        }
+        for transient in [400, 401, 408, 429, 500, 502, 503, 504] {
+            assert!(!status(transient).is_gone(), "{transient}");
+        }
+        let url = || "https://keys.example/k".to_owned();
+        assert!(!FetchError::Timeout { url: url() }.is_gone());
+        assert!(
+            !FetchError::Request {
+                url: url(),
+                detail: "connection refused".into()
+            }
+            .is_gone()
+        );
+        assert!(
+            !FetchError::Invalid {
+                url: url(),
+                detail: "not PEM".into()
+            }
+            .is_gone()
+        );
+        let changed = FetchError::KeyChanged {
+            url: url(),
+            kid: "k".into(),
+        };
+        assert!(!changed.is_gone());
+        assert_eq!(changed.kind(), "invalid");
     }
 }

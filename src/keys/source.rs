@@ -12,13 +12,19 @@
 //!   when a check names an unknown kid. A failed refresh keeps the last good keys until they are
 //!   older than `max_staleness`;
 //! - per-kid PEM templates (AWS ALB) fetch a kid's key the first time a check names it, and
-//!   only when the kid looks like a UUID.
+//!   only when the kid looks like a UUID. Each fetched kid is then revalidated in the
+//!   background on the same schedule: an answer that the key is gone (HTTP 403, 404, 410)
+//!   removes the kid at once; other failures, and a different key under the same kid (which
+//!   is refused), keep the kid's last good key until it is older than `max_staleness`.
 //!
 //! Nothing here ever fetches a URL a token names.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -27,12 +33,12 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::formats;
 use super::http::{FetchError, FetchPolicy, Fetcher};
 use super::store::OnDemandPolicy;
-use super::{AlgorithmPolicy, KeySet, KeyStore, TrustedKey};
+use super::{AlgorithmPolicy, KeySet, KeySetError, KeyStore, TrustedKey};
 use crate::config::{Config, FieldError, IssuerConfig, KeySource, SecretEncoding, SecretSource};
 use crate::jose::{Algorithm, parse_object};
 
@@ -41,6 +47,9 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
 /// Per-kid (ALB) keys kept per issuer; the oldest go first.
 const MAX_PER_KID_KEYS: usize = 64;
+/// Per-kid revalidations in flight at once per issuer, so kids falling due together do not
+/// burst the key server.
+const MAX_REVALIDATIONS: usize = 4;
 
 /// The format of a key document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -630,44 +639,374 @@ async fn fetch_discovery(
     Ok((jwks, fetched.max_age))
 }
 
-/// Fetches one kid's PEM key each time a check asks for a kid that looks like a UUID, and
-/// adds it to the set (a kid's key never changes, so it stays until evicted by newer kids).
-async fn fetch_per_kid(context: Context, fetcher: Fetcher, template: String) {
-    loop {
-        let wanted = context.store.demanded().await;
-        if let Some(kid) = wanted.filter(|kid| formats::is_uuid(kid)) {
-            let url = template.replace("{kid}", &kid.to_ascii_lowercase());
-            match fetch_one(&context, &fetcher, &url, &kid).await {
-                Ok(key) => {
-                    context.store.record_fetch(Ok(()));
-                    let current = context.store.load();
-                    let mut keys: Vec<Arc<TrustedKey>> = current
-                        .as_deref()
-                        .map(|set| set.keys().to_vec())
-                        .unwrap_or_default();
-                    keys.retain(|k| k.kid() != Some(kid.as_str()));
-                    if keys.len() >= MAX_PER_KID_KEYS {
-                        keys.remove(0);
-                    }
-                    keys.push(Arc::new(key));
-                    match KeySet::from_keys(keys, Vec::new()) {
-                        Ok(set) => {
-                            info!(issuer = %context.issuer, kid = %kid, "key loaded");
-                            context.store.replace(set);
-                        }
-                        Err(err) => warn!(issuer = %context.issuer, error = %err, "key not added"),
-                    }
-                }
-                Err(err) => {
-                    context.store.record_fetch(Err(err.kind()));
-                    warn!(issuer = %context.issuer, error = %err, "key fetch failed");
-                }
+/// Why a per-kid fetch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A check named a kid the set lacks.
+    OnDemand,
+    /// A held kid is due for revalidation.
+    Revalidation,
+}
+
+/// One held kid: its key and where it stands in its revalidation schedule.
+#[derive(Debug)]
+struct KidKey {
+    key: Arc<TrustedKey>,
+    /// When the kid was first fetched; the oldest kids are evicted first.
+    fetched_at: Instant,
+    /// When the server last served this key; `max_staleness` counts from here.
+    last_success: Instant,
+    /// When the next revalidation is due.
+    next_due: Instant,
+    /// Delay before the next attempt after a failed revalidation (doubles up to the cap).
+    retry: Duration,
+    /// A revalidation is running, so the kid is not handed out again until it ends.
+    revalidating: bool,
+}
+
+/// What a revalidation did to a kid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revalidation {
+    /// The server served the same key; the kid's lifetime starts again.
+    Confirmed,
+    /// The revalidation failed; the last good key stays and is retried.
+    Kept,
+    /// The server answered that the key is gone (HTTP 403, 404, 410): the kid was removed.
+    Gone,
+    /// Revalidations kept failing beyond `max_staleness`: the kid was removed.
+    Stale,
+    /// The kid was not held (evicted meanwhile); nothing changed.
+    Untracked,
+}
+
+/// The per-kid keys of one issuer and their revalidation schedule, owned by the issuer's
+/// per-kid task. Times are passed in, so the schedule is testable without waiting.
+#[derive(Debug)]
+struct KidKeys {
+    timing: Timing,
+    capacity: usize,
+    kids: HashMap<String, KidKey>,
+}
+
+impl KidKeys {
+    fn new(timing: Timing, capacity: usize) -> Self {
+        Self {
+            timing,
+            capacity,
+            kids: HashMap::new(),
+        }
+    }
+
+    fn contains(&self, kid: &str) -> bool {
+        self.kids.contains_key(kid)
+    }
+
+    /// Whether `kid` is held with exactly `key` (same material and algorithms).
+    fn holds(&self, kid: &str, key: &TrustedKey) -> bool {
+        self.kids
+            .get(kid)
+            .is_some_and(|held| held.key.fingerprint() == key.fingerprint())
+    }
+
+    /// Adds a kid fetched on demand, due for revalidation when its announced lifetime
+    /// (`max_age`) ends. When full, the oldest kid makes room; it is returned.
+    fn insert(
+        &mut self,
+        kid: String,
+        key: Arc<TrustedKey>,
+        max_age: Option<Duration>,
+        now: Instant,
+    ) -> Option<String> {
+        let mut evicted = None;
+        if !self.kids.contains_key(&kid) && self.kids.len() >= self.capacity {
+            evicted = self
+                .kids
+                .iter()
+                .min_by_key(|(kid, held)| (held.fetched_at, *kid))
+                .map(|(oldest, _)| oldest.clone());
+            if let Some(oldest) = &evicted {
+                self.kids.remove(oldest);
             }
         }
-        context.store.refresh_finished();
+        let held = KidKey {
+            key,
+            fetched_at: now,
+            last_success: now,
+            next_due: due_after(now, self.timing.next_refresh(max_age)),
+            retry: FIRST_RETRY,
+            revalidating: false,
+        };
+        self.kids.insert(kid, held);
+        evicted
+    }
+
+    /// When the earliest revalidation that is not already running falls due.
+    fn next_due(&self) -> Option<Instant> {
+        self.kids
+            .values()
+            .filter(|held| !held.revalidating)
+            .map(|held| held.next_due)
+            .min()
+    }
+
+    /// Up to `limit` kids due at `now`, the most overdue first, marked as revalidating.
+    fn take_due(&mut self, now: Instant, limit: usize) -> Vec<String> {
+        let mut due: Vec<(Instant, &String)> = self
+            .kids
+            .iter()
+            .filter(|(_, held)| !held.revalidating && held.next_due <= now)
+            .map(|(kid, held)| (held.next_due, kid))
+            .collect();
+        due.sort();
+        let due: Vec<String> = due
+            .into_iter()
+            .take(limit)
+            .map(|(_, kid)| kid.clone())
+            .collect();
+        for kid in &due {
+            if let Some(held) = self.kids.get_mut(kid) {
+                held.revalidating = true;
+            }
+        }
+        due
+    }
+
+    /// Applies the end of `kid`'s revalidation: `Ok(max_age)` when the server served the same
+    /// key again, else why not. A definite "gone" removes the kid at once; any other failure
+    /// keeps its key until `max_staleness` after the last success, retrying with back-off.
+    fn revalidated(
+        &mut self,
+        kid: &str,
+        result: Result<Option<Duration>, &FetchError>,
+        now: Instant,
+    ) -> Revalidation {
+        let timing = self.timing;
+        let Some(held) = self.kids.get_mut(kid) else {
+            return Revalidation::Untracked;
+        };
+        held.revalidating = false;
+        let verdict = match result {
+            Ok(max_age) => {
+                held.last_success = now;
+                held.next_due = due_after(now, timing.next_refresh(max_age));
+                held.retry = FIRST_RETRY;
+                Revalidation::Confirmed
+            }
+            Err(err) if err.is_gone() => Revalidation::Gone,
+            Err(_) if now.duration_since(held.last_success) > timing.max_staleness => {
+                Revalidation::Stale
+            }
+            Err(_) => {
+                held.next_due = due_after(now, held.retry);
+                held.retry = (held.retry * 2).min(timing.retry_cap());
+                Revalidation::Kept
+            }
+        };
+        if matches!(verdict, Revalidation::Gone | Revalidation::Stale) {
+            self.kids.remove(kid);
+        }
+        verdict
+    }
+
+    /// The key set of the held kids, oldest first: the only place it is built.
+    fn key_set(&self) -> Result<KeySet, KeySetError> {
+        if self.kids.is_empty() {
+            // An empty set, not none: the issuer stays usable and unknown kids are fetched.
+            return Ok(KeySet::default());
+        }
+        let mut held: Vec<(&String, &KidKey)> = self.kids.iter().collect();
+        held.sort_by_key(|(kid, held)| (held.fetched_at, *kid));
+        let keys = held
+            .into_iter()
+            .map(|(_, held)| Arc::clone(&held.key))
+            .collect();
+        KeySet::from_keys(keys, Vec::new())
     }
 }
 
+/// `now + wait`, saturating, so that a configured `max_refresh` of centuries cannot overflow.
+fn due_after(now: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(wait.min(CENTURY)).unwrap_or(now)
+}
+
+/// A finished per-kid fetch.
+struct KidFetched {
+    kid: String,
+    url: String,
+    purpose: Purpose,
+    result: Result<(TrustedKey, Option<Duration>), FetchError>,
+}
+
+/// A per-kid fetch in flight.
+type KidFetch<'a> = Pin<Box<dyn Future<Output = KidFetched> + Send + 'a>>;
+
+/// Keeps an issuer's per-kid PEM keys: fetches a kid's key the first time a check names a kid
+/// that looks like a UUID, and revalidates each held kid on the issuer's refresh schedule (see
+/// [`KidKeys::revalidated`] for what an answer does). This task alone owns the per-kid state;
+/// fetches run beside it (one on demand, up to [`MAX_REVALIDATIONS`] revalidations), so a slow
+/// revalidation never holds up a check waiting for a new kid.
+async fn fetch_per_kid(context: Context, fetcher: Fetcher, template: String) {
+    let (context, fetcher, template) = (&context, &fetcher, template.as_str());
+    let mut kids = KidKeys::new(context.timing, MAX_PER_KID_KEYS);
+    let mut fetches: Vec<KidFetch<'_>> = Vec::new();
+    let mut revalidating = 0;
+    let start = |kid: String, purpose: Purpose| -> KidFetch<'_> {
+        Box::pin(async move {
+            let url = template.replace("{kid}", &kid.to_ascii_lowercase());
+            let result = fetch_one(context, fetcher, &url, &kid).await;
+            KidFetched {
+                kid,
+                url,
+                purpose,
+                result,
+            }
+        })
+    };
+    loop {
+        let due = if revalidating < MAX_REVALIDATIONS {
+            kids.next_due()
+        } else {
+            None
+        };
+        tokio::select! {
+            wanted = context.store.demanded() => {
+                match wanted.filter(|kid| formats::is_uuid(kid) && !kids.contains(kid)) {
+                    Some(kid) => fetches.push(start(kid, Purpose::OnDemand)),
+                    None => context.store.refresh_finished(),
+                }
+            }
+            () = sleep_until(due) => {
+                let room = MAX_REVALIDATIONS.saturating_sub(revalidating);
+                for kid in kids.take_due(Instant::now(), room) {
+                    fetches.push(start(kid, Purpose::Revalidation));
+                    revalidating += 1;
+                }
+            }
+            done = next_finished(&mut fetches) => match done.purpose {
+                Purpose::OnDemand => {
+                    add_kid(context, &mut kids, done);
+                    context.store.refresh_finished();
+                }
+                Purpose::Revalidation => {
+                    revalidating = revalidating.saturating_sub(1);
+                    finish_revalidation(context, &mut kids, done);
+                }
+            },
+        }
+    }
+}
+
+/// Installs a kid fetched on demand, or logs why it could not be fetched.
+fn add_kid(context: &Context, kids: &mut KidKeys, done: KidFetched) {
+    let (issuer, kid) = (&context.issuer, done.kid);
+    match done.result {
+        Ok((key, max_age)) => {
+            context.store.record_fetch(Ok(()));
+            info!(issuer = %issuer, kid = %kid, "key loaded");
+            if let Some(evicted) = kids.insert(kid, Arc::new(key), max_age, Instant::now()) {
+                info!(issuer = %issuer, kid = %evicted, max = MAX_PER_KID_KEYS,
+                    "key evicted to make room for a newer kid");
+            }
+            publish(context, kids);
+        }
+        Err(err) => {
+            context.store.record_fetch(Err(err.kind()));
+            warn!(issuer = %issuer, kid = %kid, error = %err, "key fetch failed");
+        }
+    }
+}
+
+/// Applies and logs the end of a revalidation; republishes the key set when a kid left it.
+fn finish_revalidation(context: &Context, kids: &mut KidKeys, done: KidFetched) {
+    let (issuer, kid) = (&context.issuer, done.kid.as_str());
+    if !kids.contains(kid) {
+        // Evicted while revalidating: only the fetch itself is worth counting.
+        let result = done.result.as_ref().map(|_| ()).map_err(FetchError::kind);
+        context.store.record_fetch(result);
+        return;
+    }
+    let result = match done.result {
+        Ok((key, max_age)) if kids.holds(kid, &key) => Ok(max_age),
+        // A kid's key never changes at ALB: another key under a known kid is a wrong or
+        // forged answer, so it is refused like a failed fetch (see docs/operations.md).
+        Ok(_) => Err(FetchError::KeyChanged {
+            url: done.url,
+            kid: kid.to_owned(),
+        }),
+        Err(err) => Err(err),
+    };
+    context
+        .store
+        .record_fetch(result.as_ref().map(|_| ()).map_err(FetchError::kind));
+    let verdict = kids.revalidated(kid, result.as_ref().copied(), Instant::now());
+    let max_staleness = context.timing.max_staleness;
+    match (&result, verdict) {
+        (_, Revalidation::Untracked) => {}
+        (Ok(_), _) => debug!(issuer = %issuer, kid = %kid, "key revalidated"),
+        (Err(err), Revalidation::Gone) => {
+            warn!(issuer = %issuer, kid = %kid, error = %err,
+                "the key server no longer has this kid's key; removed it, tokens naming it are denied");
+        }
+        (Err(err), Revalidation::Stale) => {
+            error!(issuer = %issuer, kid = %kid, error = %err, max_staleness = ?max_staleness,
+                "key revalidation failed and the kid's last good key is too old; dropping it");
+        }
+        (Err(err @ FetchError::KeyChanged { .. }), _) => {
+            error!(issuer = %issuer, kid = %kid, error = %err,
+                "the key server sent a different key for a known kid; refusing it and keeping the key fetched before");
+        }
+        (Err(err), _) => {
+            warn!(issuer = %issuer, kid = %kid, error = %err,
+                "key revalidation failed; keeping the kid's last good key");
+        }
+    }
+    if matches!(verdict, Revalidation::Gone | Revalidation::Stale) {
+        publish(context, kids);
+    }
+}
+
+/// Replaces the store's keys with the set the held kids make up.
+fn publish(context: &Context, kids: &KidKeys) {
+    match kids.key_set() {
+        Ok(set) => context.store.replace(set),
+        Err(err) => {
+            // Cannot happen (kids are distinct, the empty case is handled); fail closed rather
+            // than keep serving a kid that should have left.
+            error!(issuer = %context.issuer, error = %err,
+                "cannot build the per-kid key set; trusting none of its keys");
+            context.store.replace(KeySet::default());
+        }
+    }
+}
+
+/// The first of `fetches` to finish, removed from it; pending while there are none. There are
+/// a handful at most, so polling each on every wake is cheaper than any queue.
+async fn next_finished(fetches: &mut Vec<KidFetch<'_>>) -> KidFetched {
+    std::future::poll_fn(|cx| {
+        for at in 0..fetches.len() {
+            if let Some(fetch) = fetches.get_mut(at)
+                && let Poll::Ready(done) = fetch.as_mut().poll(cx)
+            {
+                // A finished future must not be polled again.
+                drop(fetches.swap_remove(at));
+                return Poll::Ready(done);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Sleeps until `due`; forever when nothing is due.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Fetches one kid's PEM key; also returns its announced lifetime.
 #[tracing::instrument(level = "debug", name = "key_fetch", skip_all,
     fields(fedauthz.issuer = %context.issuer, url.full = %url))]
 async fn fetch_one(
@@ -675,7 +1014,7 @@ async fn fetch_one(
     fetcher: &Fetcher,
     url: &str,
     kid: &str,
-) -> Result<TrustedKey, FetchError> {
+) -> Result<(TrustedKey, Option<Duration>), FetchError> {
     let invalid = |detail: String| FetchError::Invalid {
         url: url.to_owned(),
         detail,
@@ -684,8 +1023,9 @@ async fn fetch_one(
     let fetched = fetcher
         .get(&parsed, "application/x-pem-file, text/plain")
         .await?;
-    formats::trusted_key_from_pem(kid, &fetched.body, &context.policy)
-        .map_err(|err| invalid(err.to_string()))
+    let key = formats::trusted_key_from_pem(kid, &fetched.body, &context.policy)
+        .map_err(|err| invalid(err.to_string()))?;
+    Ok((key, fetched.max_age))
 }
 
 /// Re-reads a key file when its modification time or size changes; a file that no longer
@@ -770,5 +1110,214 @@ mod tests {
         let ec =
             serde_json::json!({ "keys": [bundle_entry(&ec.public_key_to_pem().expect("pem"))] });
         assert!(prepare(&config(&ec)).is_ok());
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn timing() -> Timing {
+        Timing {
+            default: Duration::from_secs(3600),
+            min: Duration::from_secs(300),
+            max: Duration::from_secs(24 * 3600),
+            max_staleness: Duration::from_secs(72 * 3600),
+        }
+    }
+
+    /// A key under `kid`; `secret` tells keys apart (an HMAC key keeps these tests cheap).
+    fn key(kid: &str, secret: u8) -> Arc<TrustedKey> {
+        let key = TrustedKey::hmac(&[secret; 32], Some(kid.to_owned()), &[Algorithm::HS256])
+            .expect("key");
+        Arc::new(key)
+    }
+
+    fn held(kids: &KidKeys) -> Vec<String> {
+        let set = kids.key_set().expect("key set");
+        set.keys()
+            .iter()
+            .filter_map(|key| key.kid().map(str::to_owned))
+            .collect()
+    }
+
+    fn status(status: u16) -> FetchError {
+        FetchError::Status {
+            url: "https://keys.example/k".into(),
+            status,
+        }
+    }
+
+    #[test]
+    fn a_fetched_kid_is_due_when_its_clamped_jittered_lifetime_ends() {
+        let now = Instant::now();
+        let mut kids = KidKeys::new(timing(), 8);
+        // No caching headers: refresh_interval (1 h), jittered to 80–95 %.
+        kids.insert("a".into(), key("a", 1), None, now);
+        let due = kids.next_due().expect("due");
+        assert!(due >= now + 48 * 60 * SECOND && due <= now + 57 * 60 * SECOND);
+        // A server lifetime below min_refresh is raised to it.
+        let mut kids = KidKeys::new(timing(), 8);
+        kids.insert("b".into(), key("b", 1), Some(10 * SECOND), now);
+        assert_eq!(kids.next_due(), Some(now + 300 * SECOND));
+        // Nothing is due before its time; at its time it is handed out once.
+        assert!(kids.take_due(now + 299 * SECOND, 4).is_empty());
+        assert_eq!(kids.take_due(now + 300 * SECOND, 4), ["b"]);
+        assert_eq!(
+            kids.next_due(),
+            None,
+            "a running revalidation is not due again"
+        );
+        assert!(kids.take_due(now + 900 * SECOND, 4).is_empty());
+    }
+
+    #[test]
+    fn due_kids_are_handed_out_most_overdue_first_up_to_the_limit() {
+        let now = Instant::now();
+        let mut kids = KidKeys::new(timing(), 8);
+        for (at, kid) in ["c", "a", "b"].into_iter().enumerate() {
+            let at = now + u32::try_from(at).expect("small") * SECOND;
+            kids.insert(kid.into(), key(kid, 1), Some(Duration::ZERO), at);
+        }
+        let later = now + 3600 * SECOND;
+        assert_eq!(kids.take_due(later, 2), ["c", "a"]);
+        assert_eq!(kids.take_due(later, 2), ["b"]);
+    }
+
+    #[test]
+    fn a_confirmation_starts_the_kids_lifetime_again() {
+        let now = Instant::now();
+        let mut kids = KidKeys::new(timing(), 8);
+        kids.insert("a".into(), key("a", 1), Some(Duration::ZERO), now);
+        assert!(kids.holds("a", &key("a", 1)));
+        assert!(
+            !kids.holds("a", &key("a", 2)),
+            "another key under the same kid"
+        );
+        let at = now + 70 * 3600 * SECOND;
+        assert_eq!(kids.take_due(at, 4), ["a"]);
+        let verdict = kids.revalidated("a", Ok(Some(600 * SECOND)), at);
+        assert_eq!(verdict, Revalidation::Confirmed);
+        let due = kids.next_due().expect("due");
+        assert!(due >= at + 480 * SECOND && due <= at + 570 * SECOND);
+        // max_staleness now counts from the confirmation, not from the first fetch.
+        let later = at + 71 * 3600 * SECOND;
+        kids.take_due(later, 4);
+        assert_eq!(
+            kids.revalidated("a", Err(&status(503)), later),
+            Revalidation::Kept
+        );
+        assert_eq!(held(&kids), ["a"]);
+    }
+
+    #[test]
+    fn transient_failures_keep_the_key_until_max_staleness_then_drop_it() {
+        let now = Instant::now();
+        let mut kids = KidKeys::new(timing(), 8);
+        kids.insert("a".into(), key("a", 1), Some(Duration::ZERO), now);
+        kids.insert("b".into(), key("b", 1), None, now);
+        let timeout = FetchError::Timeout {
+            url: "https://keys.example/a".into(),
+        };
+        let changed = FetchError::KeyChanged {
+            url: "https://keys.example/a".into(),
+            kid: "a".into(),
+        };
+        let failures = [status(500), timeout, status(429), changed];
+        let mut at = now + 300 * SECOND;
+        let mut retries = Vec::new();
+        for failure in &failures {
+            assert_eq!(kids.take_due(at, 4), ["a"]);
+            assert_eq!(kids.revalidated("a", Err(failure), at), Revalidation::Kept);
+            let due = kids.next_due().expect("due");
+            retries.push(due.duration_since(at));
+            at = due;
+        }
+        // Back-off as for document sources: 1 s doubling, capped at min(min_refresh, 60 s).
+        assert_eq!(retries, [SECOND, 2 * SECOND, 4 * SECOND, 8 * SECOND]);
+        assert_eq!(held(&kids), ["a", "b"]);
+
+        let stale = now + 72 * 3600 * SECOND + SECOND;
+        kids.take_due(stale, 4);
+        assert_eq!(
+            kids.revalidated("a", Err(&status(502)), stale),
+            Revalidation::Stale
+        );
+        assert_eq!(held(&kids), ["b"], "only the stale kid leaves");
+    }
+
+    #[test]
+    fn retries_are_capped() {
+        let now = Instant::now();
+        let mut kids = KidKeys::new(timing(), 8);
+        kids.insert("a".into(), key("a", 1), Some(Duration::ZERO), now);
+        let mut at = now + 300 * SECOND;
+        for _ in 0..10 {
+            kids.take_due(at, 4);
+            kids.revalidated("a", Err(&status(500)), at);
+            at = kids.next_due().expect("due");
+        }
+        kids.take_due(at, 4);
+        kids.revalidated("a", Err(&status(500)), at);
+        assert_eq!(kids.next_due(), Some(at + 60 * SECOND));
+    }
+
+    #[test]
+    fn a_gone_answer_removes_the_kid_at_once() {
+        for gone in [403, 404, 410] {
+            let now = Instant::now();
+            let mut kids = KidKeys::new(timing(), 8);
+            kids.insert("a".into(), key("a", 1), Some(Duration::ZERO), now);
+            kids.insert("b".into(), key("b", 1), Some(Duration::ZERO), now);
+            let at = now + 300 * SECOND;
+            assert_eq!(kids.take_due(at, 4).len(), 2);
+            assert_eq!(
+                kids.revalidated("a", Err(&status(gone)), at),
+                Revalidation::Gone,
+                "{gone}"
+            );
+            assert!(!kids.contains("a"));
+            assert_eq!(held(&kids), ["b"], "{gone}");
+            // The last kid going leaves an empty set, not none: the issuer stays usable.
+            assert_eq!(
+                kids.revalidated("b", Err(&status(gone)), at),
+                Revalidation::Gone
+            );
+            assert_eq!(kids.key_set().expect("key set").len(), 0);
+            assert_eq!(kids.next_due(), None);
+        }
+    }
+
+    #[test]
+    fn the_oldest_kid_makes_room_and_its_late_revalidation_is_ignored() {
+        let now = Instant::now();
+        let mut kids = KidKeys::new(timing(), MAX_PER_KID_KEYS);
+        let name = |n: usize| format!("kid-{n}");
+        for n in 0..MAX_PER_KID_KEYS {
+            let at = now + u32::try_from(n).expect("small") * SECOND;
+            let key = key(&name(n), 1);
+            assert_eq!(kids.insert(name(n), key, Some(Duration::ZERO), at), None);
+        }
+        let later = now + 3600 * SECOND;
+        let revalidating = kids.take_due(later, 1);
+        assert_eq!(revalidating, [name(0)]);
+        let evicted = kids.insert("new".into(), key("new", 1), None, later);
+        assert_eq!(evicted, Some(name(0)));
+        let set = held(&kids);
+        assert_eq!(set.len(), MAX_PER_KID_KEYS);
+        assert_eq!(set.first(), Some(&name(1)));
+        assert_eq!(set.last().map(String::as_str), Some("new"));
+        assert_eq!(
+            kids.revalidated(&name(0), Ok(None), later),
+            Revalidation::Untracked
+        );
+        assert!(
+            !kids.contains(&name(0)),
+            "an evicted kid does not come back"
+        );
+    }
+
+    #[test]
+    fn due_times_saturate() {
+        let now = Instant::now();
+        assert_eq!(due_after(now, SECOND), now + SECOND);
+        assert!(due_after(now, Duration::MAX) > now + 365 * 24 * 3600 * SECOND);
     }
 }
