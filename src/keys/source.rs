@@ -20,15 +20,14 @@
 //! Nothing here ever fetches a URL a token names.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -838,9 +837,6 @@ struct KidFetched {
     result: Result<(TrustedKey, Option<Duration>), FetchError>,
 }
 
-/// A per-kid fetch in flight.
-type KidFetch<'a> = Pin<Box<dyn Future<Output = KidFetched> + Send + 'a>>;
-
 /// Keeps an issuer's per-kid PEM keys: fetches a kid's key the first time a check names a kid
 /// that looks like a UUID, and revalidates each held kid on the issuer's refresh schedule (see
 /// [`KidKeys::revalidated`] for what an answer does). This task alone owns the per-kid state;
@@ -849,19 +845,17 @@ type KidFetch<'a> = Pin<Box<dyn Future<Output = KidFetched> + Send + 'a>>;
 async fn fetch_per_kid(context: Context, fetcher: Fetcher, template: String) {
     let (context, fetcher, template) = (&context, &fetcher, template.as_str());
     let mut kids = KidKeys::new(context.timing, MAX_PER_KID_KEYS);
-    let mut fetches: Vec<KidFetch<'_>> = Vec::new();
+    let mut fetches = FuturesUnordered::new();
     let mut revalidating = 0;
-    let start = |kid: String, purpose: Purpose| -> KidFetch<'_> {
-        Box::pin(async move {
-            let url = template.replace("{kid}", &kid.to_ascii_lowercase());
-            let result = fetch_one(context, fetcher, &url, &kid).await;
-            KidFetched {
-                kid,
-                url,
-                purpose,
-                result,
-            }
-        })
+    let start = |kid: String, purpose: Purpose| async move {
+        let url = template.replace("{kid}", &kid.to_ascii_lowercase());
+        let result = fetch_one(context, fetcher, &url, &kid).await;
+        KidFetched {
+            kid,
+            url,
+            purpose,
+            result,
+        }
     };
     loop {
         let due = if revalidating < MAX_REVALIDATIONS {
@@ -883,7 +877,7 @@ async fn fetch_per_kid(context: Context, fetcher: Fetcher, template: String) {
                     revalidating += 1;
                 }
             }
-            done = next_finished(&mut fetches) => match done.purpose {
+            Some(done) = fetches.next(), if !fetches.is_empty() => match done.purpose {
                 Purpose::OnDemand => {
                     add_kid(context, &mut kids, done);
                     context.store.refresh_finished();
@@ -978,24 +972,6 @@ fn publish(context: &Context, kids: &KidKeys) {
             context.store.replace(KeySet::default());
         }
     }
-}
-
-/// The first of `fetches` to finish, removed from it; pending while there are none. There are
-/// a handful at most, so polling each on every wake is cheaper than any queue.
-async fn next_finished(fetches: &mut Vec<KidFetch<'_>>) -> KidFetched {
-    std::future::poll_fn(|cx| {
-        for at in 0..fetches.len() {
-            if let Some(fetch) = fetches.get_mut(at)
-                && let Poll::Ready(done) = fetch.as_mut().poll(cx)
-            {
-                // A finished future must not be polled again.
-                drop(fetches.swap_remove(at));
-                return Poll::Ready(done);
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 /// Sleeps until `due`; forever when nothing is due.
