@@ -656,6 +656,31 @@ async fn duplicate_and_very_large_headers() {
             "credential_ambiguous"
         );
 
+        // Another scheme's header beside the bearer one is two credentials as well.
+        let reply = stack
+            .get(
+                protocol,
+                "/orders",
+                &[
+                    ("authorization", "Basic YWxpY2U6c2VjcmV0"),
+                    ("authorization", &token),
+                ],
+            )
+            .await;
+        assert_eq!(reply.status, 400, "{protocol:?}: {}", reply.body);
+        // One credential that merely contains commas (a JWS in JSON serialization) is one
+        // malformed token: 401, not "two credentials".
+        let json_jws =
+            r#"Bearer {"payload":"e30","signatures":[{"protected":"e30","signature":"c2ln"}]}"#;
+        let reply = stack
+            .get(protocol, "/orders", &[("authorization", json_jws)])
+            .await;
+        assert_eq!(reply.status, 401, "{protocol:?}: {}", reply.body);
+        assert_eq!(
+            stack.access_log(&reply).await["authz_reason"],
+            "token_malformed"
+        );
+
         // A repeated ordinary header passes through untouched.
         let reply = stack
             .get(
