@@ -232,8 +232,8 @@ impl<'t> StatedIss<'t> {
     }
 
     /// The string to find the issuer by. The header's comes first: only an AWS ALB issuer reads
-    /// it, and for every other issuer [`StatedIss::for_issuer`] then requires the payload to
-    /// say the same.
+    /// it ([`StatedIss::authority`]), and where the payload also has one, the two must agree
+    /// ([`StatedIss::agree`]).
     fn lookup(self) -> Result<&'t str, Rejection> {
         self.header
             .or(self.payload)
@@ -320,11 +320,10 @@ impl IssuerRegistry {
         let mut claims = jws.claims().map_err(format_rejection)?;
         let stated = StatedIss::read(&jws.header, &claims)?;
         let (issuer, tenant) = self.issuer_for(stated.lookup()?, locations)?;
-        let alb = issuer.profile.name == ProfileName::AwsAlb;
         let checked = self
             .verify_with(issuer, tenant, &jws, stated, &claims, locations)
             .and_then(|key| {
-                if alb {
+                if issuer.profile.name == ProfileName::AwsAlb {
                     alb::apply_signed_header(&jws.header, &issuer.alb_signers, &mut claims)?;
                 }
                 let valid = issuer.rules.check(&jws.header, &claims, now)?;
