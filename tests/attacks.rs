@@ -1,4 +1,4 @@
-//! The JWT attack catalog (../shared/reference/jwt-attacks.md, sections 1a–1d), row by row,
+//! The JWT attack catalog (the shared reference `jwt-attacks.md`, sections 1a–1d), row by row,
 //! against the real Check pipeline (in-process, no network). Every case asserts the reason
 //! code the attack is denied with; each family also has a control token that is allowed with
 //! the same setup, so a test proves the attack fails, not that the setup is broken.

@@ -1,8 +1,9 @@
 //! Project Wycheproof JOSE vectors, run through fedauthz's JWS verification layer.
 //!
 //! Every test vector of `json_web_signature_test.json` (401) and `json_web_key_test.json` (26)
-//! is read at run time from `../shared/vectors/wycheproof/` (beside the crate; never copied into
-//! it) and driven through the same three steps a request goes through in production:
+//! is read at run time from `tests/vectors/wycheproof/` (unmodified copies of the upstream
+//! files; that folder's README.md names the upstream commit, LICENSE holds their license) and
+//! driven through the same three steps a request goes through in production:
 //!
 //! 1. **Keys**, built the way configuration builds them (`keys::source::prepare_issuer`):
 //!    * the group's `public` key material is used; a group without `public` is a symmetric
@@ -62,8 +63,8 @@ use fedauthz::reason::Reason;
 use fedauthz::verify::{format_rejection, verify_signature};
 use serde_json::{Value, json};
 
-/// Where the vectors live: beside the crate, shared with other tools. Never copied in.
-const VECTOR_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/wycheproof/");
+/// Where the vectors live: vendored into the crate, so the suite needs nothing beside it.
+const VECTOR_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/wycheproof/");
 
 const SIGNATURE_FILE: &str = "json_web_signature_test.json";
 const KEY_FILE: &str = "json_web_key_test.json";
@@ -219,7 +220,7 @@ fn load(file: &str) -> Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
         panic!(
             "cannot read the Wycheproof vectors at {}: {err}\n\
-             The vectors must be present at ../shared/vectors/wycheproof/ beside the crate \
+             The vectors are vendored at tests/vectors/wycheproof/ \
              (C2SP/wycheproof testvectors_v1); this test fails rather than skip.",
             path.display()
         )
