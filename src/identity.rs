@@ -3,7 +3,7 @@
 //! Kubernetes, GitHub Actions or elsewhere.
 //!
 //! Each issuer has a [`Profile`] that knows where its provider keeps the subject, tenant,
-//! client, scopes, roles, groups and email (../shared/reference/identity-providers.md), plus
+//! client, scopes, roles, groups and email (each provider's documented token format), plus
 //! provider attributes (a Kubernetes namespace, a GitHub repository…). The `generic` profile
 //! reads claim paths written in configuration. Raw claims stay reachable by path, under the
 //! issuer id, so two issuers' claims never collide.
