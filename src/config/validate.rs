@@ -532,24 +532,18 @@ fn check_aliases(issuer: &IssuerConfig, aliases: &[String], at: &str, errors: &m
 fn shared_location(a: &IssuerConfig, b: &IssuerConfig) -> Option<String> {
     let theirs = b.locations();
     a.locations().into_iter().find_map(|mine| {
-        theirs.iter().find_map(|other| match (&mine, other) {
-            (
-                TokenLocation {
-                    header: Some(x), ..
-                },
-                TokenLocation {
-                    header: Some(y), ..
-                },
-            ) if x.eq_ignore_ascii_case(y) => Some(format!("header {x}")),
-            (
-                TokenLocation {
-                    cookie: Some(x), ..
-                },
-                TokenLocation {
-                    cookie: Some(y), ..
-                },
-            ) if x == y => Some(format!("cookie {x}")),
-            _ => None,
+        theirs.iter().find_map(|other| {
+            if let (Some(x), Some(y)) = (&mine.header, &other.header)
+                && x.eq_ignore_ascii_case(y)
+            {
+                return Some(format!("header {x}"));
+            }
+            if let (Some(x), Some(y)) = (&mine.cookie, &other.cookie)
+                && x == y
+            {
+                return Some(format!("cookie {x}"));
+            }
+            None
         })
     })
 }
