@@ -97,7 +97,14 @@ impl TokenTypes {
                 Reason::TokenTypeNotAllowed,
                 "typ is missing and this issuer requires one",
             )),
-            Some(typ) if self.accepted.contains(&normalize_type(typ)) => Ok(()),
+            Some(typ)
+                if self
+                    .accepted
+                    .iter()
+                    .any(|accepted| media_subtype(typ).eq_ignore_ascii_case(accepted)) =>
+            {
+                Ok(())
+            }
             Some(typ) => Err(Rejection::new(
                 Reason::TokenTypeNotAllowed,
                 format!("typ {typ:?} is not an accepted token type"),
@@ -129,10 +136,19 @@ pub struct ValidClaims {
 /// compares case-insensitively, and a value without a `/` means the same as with
 /// `application/` in front of it. Nothing else is forgiven: no whitespace, no parameters.
 pub fn normalize_type(typ: &str) -> String {
-    let lower = typ.to_ascii_lowercase();
-    match lower.strip_prefix("application/") {
-        Some(rest) if !rest.contains('/') => rest.to_owned(),
-        _ => lower,
+    media_subtype(typ).to_ascii_lowercase()
+}
+
+/// `typ` without a leading `application/` (in any case) when nothing else in it has a `/`.
+fn media_subtype(typ: &str) -> &str {
+    const APPLICATION: &str = "application/";
+    match (typ.get(..APPLICATION.len()), typ.get(APPLICATION.len()..)) {
+        (Some(head), Some(rest))
+            if head.eq_ignore_ascii_case(APPLICATION) && !rest.contains('/') =>
+        {
+            rest
+        }
+        _ => typ,
     }
 }
 
