@@ -1,6 +1,9 @@
-//! What we ship under deploy/ is consistent: every fedauthz config there loads, and the Istio
-//! manifests refer to each other correctly. (Envoy configs are validated by Envoy itself in
-//! tests/envoy.rs.)
+//! What we ship under deploy/ is consistent: every fedauthz config there loads, the Istio
+//! manifests refer to each other correctly, and the Helm chart's schema and version follow the
+//! code. (Envoy configs are validated by Envoy itself in tests/envoy.rs; the chart is rendered
+//! and validated by the real Helm in tests/helm.rs.)
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -60,4 +63,33 @@ fn the_istio_policy_names_the_registered_provider_and_fails_closed() {
         "set a timeout: Istio's default is 600 s"
     );
     assert!(grpc["port"].is_u64() && grpc["service"].is_string());
+}
+
+#[test]
+fn the_chart_values_schema_is_generated_from_values_and_config_schema() {
+    let path = common::chart::chart_dir().join("values.schema.json");
+    let generated = common::chart::values_schema();
+    if std::env::var_os("FEDAUTHZ_REGENERATE").is_some() {
+        std::fs::write(&path, &generated).expect("write values.schema.json");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is out of date (values.yaml or the config types changed): run \
+         FEDAUTHZ_REGENERATE=1 cargo test --test deploy and commit the file",
+        path.display()
+    );
+}
+
+#[test]
+fn the_chart_version_and_app_version_are_the_crate_version() {
+    let chart: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(common::chart::chart_dir().join("Chart.yaml"))
+            .expect("Chart.yaml"),
+    )
+    .expect("Chart.yaml is YAML");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(chart["version"], version, "Chart.yaml version");
+    assert_eq!(chart["appVersion"], version, "Chart.yaml appVersion");
+    assert_eq!(chart["apiVersion"], "v2");
 }
