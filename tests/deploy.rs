@@ -93,3 +93,30 @@ fn the_chart_version_and_app_version_are_the_crate_version() {
     assert_eq!(chart["appVersion"], version, "Chart.yaml appVersion");
     assert_eq!(chart["apiVersion"], "v2");
 }
+
+#[test]
+fn docs_kubernetes_lists_every_chart_value() {
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/kubernetes.md"))
+            .expect("docs/kubernetes.md");
+    let (_, table) = docs.split_once("## Values").expect("a Values section");
+    let missing: Vec<_> = common::chart::value_paths()
+        .into_iter()
+        .filter(|path| !table.contains(&format!("`{path}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/kubernetes.md ## Values does not list {missing:?}"
+    );
+    // And nothing it lists is gone from values.yaml.
+    let known = common::chart::value_paths();
+    for line in table.lines().filter(|l| l.starts_with("| `")) {
+        let first = line.split('|').nth(1).unwrap_or_default();
+        for name in first.split('`').skip(1).step_by(2) {
+            assert!(
+                known.iter().any(|k| k == name),
+                "docs list `{name}`, which values.yaml does not have"
+            );
+        }
+    }
+}

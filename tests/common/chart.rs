@@ -136,6 +136,10 @@ fn overrides() -> Vec<(&'static str, Value)> {
             json!({"type": "string", "pattern": "^[0-9]+(Ki|Mi|Gi|k|M|G)?$"}),
         ),
         ("probes.type", json!({"enum": ["http", "grpc"]})),
+        (
+            "preStopSleepSeconds",
+            json!({"type": "integer", "minimum": 0, "maximum": 60}),
+        ),
         ("terminationGracePeriodSeconds", positive()),
         ("topologySpreadConstraints", kubernetes_list()),
         ("affinity", kubernetes_object()),
@@ -278,4 +282,29 @@ pub fn values_schema() -> String {
     let mut text = serde_json::to_string_pretty(&Value::Object(out)).expect("serialize schema");
     text.push('\n');
     text
+}
+
+/// Every value a user sets, by dot path: the leaves of values.yaml, where an object whose schema
+/// is an override (a Kubernetes object, a map) and `config` count as one value.
+pub fn value_paths() -> Vec<String> {
+    fn walk(path: &str, value: &Value, overrides: &[(&str, Value)], out: &mut Vec<String>) {
+        match value {
+            Value::Object(fields)
+                if path != "config" && !overrides.iter().any(|(p, _)| *p == path) =>
+            {
+                for (key, child) in fields {
+                    let child_path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(&child_path, child, overrides, out);
+                }
+            }
+            _ => out.push(path.to_owned()),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", &default_values(), &overrides(), &mut out);
+    out
 }
