@@ -38,3 +38,4 @@ pub mod server;
 pub mod service;
 pub mod telemetry;
 pub mod verify;
+pub mod watch;

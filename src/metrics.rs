@@ -59,6 +59,7 @@ pub struct Metrics {
     checks: Family<CheckLabels, Counter>,
     duration: Histogram,
     reloads: Family<ResultLabel, Counter>,
+    last_reload: Gauge,
 }
 
 impl Metrics {
@@ -85,6 +86,14 @@ impl Metrics {
             "Configuration reloads, by result (applied or refused)",
             reloads.clone(),
         );
+        // The configuration the process started with counts as the first successful load.
+        let last_reload = Gauge::default();
+        last_reload.set(crate::service::unix_now());
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded (Unix time)",
+            last_reload.clone(),
+        );
         let build = Family::<VersionLabel, Gauge>::default();
         build
             .get_or_create(&VersionLabel {
@@ -101,6 +110,7 @@ impl Metrics {
             checks,
             duration,
             reloads,
+            last_reload,
         }
     }
 
@@ -126,6 +136,9 @@ impl Metrics {
     pub fn record_reload(&self, applied: bool) {
         let result = if applied { "applied" } else { "refused" };
         self.reloads.get_or_create(&ResultLabel { result }).inc();
+        if applied {
+            self.last_reload.set(crate::service::unix_now());
+        }
     }
 
     /// The Prometheus text exposition.

@@ -1,8 +1,9 @@
 //! Process runtime: binds the gRPC and admin listeners, keeps gRPC health in step with key
-//! readiness, reloads the configuration on SIGHUP (keeping the last good one when the new one
-//! is refused), and shuts down gracefully, draining in-flight checks.
+//! readiness, reloads the configuration on SIGHUP and when its file or a file it names changes
+//! (keeping the last good one when the new one is refused), and shuts down gracefully,
+//! draining in-flight checks.
 //!
-//! Depends on [`crate::pipeline`], [`crate::service`] and [`crate::admin`].
+//! Depends on [`crate::pipeline`], [`crate::service`], [`crate::admin`] and [`crate::watch`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Generation;
 use crate::proto::auth::authorization_server::AuthorizationServer;
 use crate::service::CheckService;
+use crate::watch::FileWatch;
 
 /// The gRPC service name health is reported for (besides the server-wide "").
 const CHECK_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
@@ -135,14 +137,23 @@ impl Server {
             Arc::clone(&keys_changed),
             health.clone(),
         ));
-        let reloads = options.config_path.clone().map(|path| {
-            let reloader = Reloader {
-                current: Arc::clone(&current),
-                keys_changed: Arc::clone(&keys_changed),
-                metrics: Arc::clone(&metrics),
-            };
-            tokio::spawn(reload_on_sighup(reloader, path))
-        });
+        let reloader = Reloader {
+            current: Arc::clone(&current),
+            keys_changed: Arc::clone(&keys_changed),
+            metrics: Arc::clone(&metrics),
+        };
+        let mut reloads = Vec::new();
+        if let Some(path) = options.config_path.clone() {
+            reloads.push(tokio::spawn(reload_on_sighup(
+                reloader.clone(),
+                path.clone(),
+            )));
+            let server = &current.load().config.server;
+            if server.watch_config {
+                let poll = server.config_poll_interval.get();
+                reloads.push(tokio::spawn(reload_on_change(reloader, path, poll)));
+            }
+        }
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -191,7 +202,7 @@ impl Server {
         };
         info!("shutting down: draining in-flight checks");
         readiness.abort();
-        if let Some(task) = reloads {
+        for task in reloads {
             task.abort();
         }
         set_health(&health, ServingStatus::NotServing).await;
@@ -339,6 +350,27 @@ async fn reload_on_sighup(reloader: Reloader, path: PathBuf) {
 
 #[cfg(not(unix))]
 async fn reload_on_sighup(_reloader: Reloader, _path: PathBuf) {}
+
+/// Reloads when the configuration file, or a file the running configuration reads when it is
+/// built (secrets, CA bundles), changes content. After each attempt the watched set is the
+/// running configuration's (the new one's when it was applied).
+async fn reload_on_change(reloader: Reloader, path: PathBuf, poll: Duration) {
+    let watched = |reloader: &Reloader| {
+        let mut files = reloader.current.load().config.files_read_at_build();
+        files.push(path.clone());
+        files
+    };
+    let mut watch = FileWatch::new(watched(&reloader), poll).await;
+    info!(files = watch.paths().count(), file = %path.display(), "watching the configuration for changes");
+    loop {
+        let changed = watch.changed().await;
+        for file in &changed {
+            info!(file = %file.display(), "file changed; reloading the configuration");
+        }
+        reloader.reload_file(&path);
+        watch.set_paths(watched(&reloader)).await;
+    }
+}
 
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

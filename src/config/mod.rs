@@ -98,6 +98,15 @@ pub struct ServerConfig {
     /// How long a shutdown waits for in-flight checks to finish.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
+    /// Reload the configuration when its file, or a file it names (`hmac_secret.file`,
+    /// `keys.ca_file`), changes. The parent directories are watched, so a Kubernetes
+    /// ConfigMap/Secret update (the kubelet's `..data` swap) is seen; SIGHUP reloads either way.
+    #[serde(default = "default_true")]
+    pub watch_config: bool,
+    /// How often the watched files are also read and compared, in case change events are
+    /// missed (inotify limits, filesystems without events).
+    #[serde(default = "default_config_poll_interval")]
+    pub config_poll_interval: HumanDuration,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +115,8 @@ impl Default for ServerConfig {
             grpc_listen: default_grpc_listen(),
             admin_listen: default_admin_listen(),
             shutdown_grace: default_shutdown_grace(),
+            watch_config: true,
+            config_poll_interval: default_config_poll_interval(),
         }
     }
 }
@@ -529,13 +540,32 @@ pub struct KeySource {
     /// Largest accepted response body, in bytes.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
-    /// How often key files are checked for changes.
+    /// How often key files are read and compared, besides the change events of their
+    /// directory (a Kubernetes `..data` swap is seen at once).
     #[serde(default = "default_file_check_interval")]
     pub file_check_interval: HumanDuration,
     /// Readiness waits for this issuer's keys. Set false for issuers that may load later: until
     /// they do, their tokens are denied with `keys_unavailable`.
     #[serde(default = "default_true")]
     pub required: bool,
+}
+
+impl Config {
+    /// Files read when this configuration is built (besides the configuration file itself):
+    /// HMAC secret files and CA bundles. A change to one of them means a reload. Key files
+    /// (`jwks_file`, `spiffe_bundle_file`) are not listed: their key sources re-read them.
+    pub fn files_read_at_build(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for issuer in &self.issuers {
+            if let Some(path) = issuer.hmac_secret.as_ref().and_then(|s| s.file.as_ref()) {
+                files.push(path.clone());
+            }
+            if let Some(path) = issuer.keys.as_ref().and_then(|k| k.ca_file.as_ref()) {
+                files.push(path.clone());
+            }
+        }
+        files
+    }
 }
 
 impl KeySource {
@@ -729,6 +759,10 @@ fn default_max_token_bytes() -> usize {
 }
 /// Default bound of the verified-token cache.
 pub const DEFAULT_CACHE_MAX_ENTRIES: usize = 100_000;
+fn default_config_poll_interval() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
 fn default_cache_max_entries() -> usize {
     DEFAULT_CACHE_MAX_ENTRIES
 }

@@ -46,6 +46,15 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
             format!("must be a fraction between 0 and 1 (got {sample})"),
         );
     }
+    if config.server.config_poll_interval.get() < MIN_KEY_PERIOD {
+        errors.push(
+            "server.config_poll_interval",
+            format!(
+                "must be at least 1s (got {})",
+                config.server.config_poll_interval
+            ),
+        );
+    }
     if config.issuers.is_empty() {
         errors.push("issuers", "must list at least one issuer");
     }

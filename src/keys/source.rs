@@ -20,9 +20,9 @@
 //! Nothing here ever fetches a URL a token names.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -33,6 +33,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
+
+use crate::watch::FileWatch;
 
 use super::formats;
 use super::http::{FetchError, FetchPolicy, Fetcher};
@@ -168,10 +170,14 @@ fn prepare_issuer(issuer: &IssuerConfig, at: &str) -> Result<PreparedKeys, Field
             issuer.algorithms.clone()
         },
     };
+    // What the files read here hold is part of the fingerprint: a running source is reused
+    // across reloads only while its secret and CA bundle are byte for byte the same.
+    let mut file_digests = Vec::new();
     let hmac = match &issuer.hmac_secret {
         Some(secret) => {
             let bytes = read_secret(secret)
                 .map_err(|why| FieldError::new(format!("{at}.hmac_secret"), why))?;
+            file_digests.push(hex(&openssl::sha::sha256(&bytes)));
             let key = TrustedKey::hmac(&bytes, secret.kid.clone(), &issuer.algorithms)
                 .map_err(|why| FieldError::new(format!("{at}.hmac_secret"), why.to_string()))?;
             Some(Arc::new(key))
@@ -180,11 +186,21 @@ fn prepare_issuer(issuer: &IssuerConfig, at: &str) -> Result<PreparedKeys, Field
     };
     let defaults = KeySource::default();
     let keys = issuer.keys.as_ref().unwrap_or(&defaults);
+    if let Some(path) = &keys.ca_file {
+        let bytes = std::fs::read(path).map_err(|err| {
+            FieldError::new(
+                format!("{at}.keys.ca_file"),
+                format!("cannot read {}: {err}", path.display()),
+            )
+        })?;
+        file_digests.push(hex(&openssl::sha::sha256(&bytes)));
+    }
     let fingerprint = serde_json::json!([
         issuer.issuer,
         issuer.keys,
         issuer.hmac_secret,
-        issuer.algorithms
+        issuer.algorithms,
+        file_digests
     ])
     .to_string();
     let source = match &issuer.keys {
@@ -321,6 +337,10 @@ fn parse(
             .map(|(set, hint)| (set, hint.map(Duration::from_secs)))
             .map_err(|err| err.to_string()),
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn read_secret(secret: &SecretSource) -> Result<Vec<u8>, String> {
@@ -1004,17 +1024,13 @@ async fn fetch_one(
     Ok((key, fetched.max_age))
 }
 
-/// Re-reads a key file when its modification time or size changes; a file that no longer
+/// Re-reads a key file when its content changes (its directory is watched, so a Kubernetes
+/// `..data` swap is seen at once; `check_every` polls as a fallback); a file that no longer
 /// parses is logged and the last good keys stay.
 async fn watch_file(context: Context, path: PathBuf, format: Format, check_every: Duration) {
-    let mut seen = file_stamp(&path).await;
+    let mut watch = FileWatch::new([path.clone()], check_every).await;
     loop {
-        tokio::time::sleep(check_every).await;
-        let stamp = file_stamp(&path).await;
-        if stamp == seen {
-            continue;
-        }
-        seen = stamp;
+        watch.changed().await;
         let result = tokio::fs::read(&path)
             .await
             .map_err(|err| err.to_string())
@@ -1032,11 +1048,6 @@ async fn watch_file(context: Context, path: PathBuf, format: Format, check_every
             }
         }
     }
-}
-
-async fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = tokio::fs::metadata(path).await.ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod chart;
 pub mod keyserver;
+pub mod kubelet;
 pub mod otlp;
 pub mod process;
 
