@@ -307,6 +307,18 @@ impl Reloader {
             .collect()
     }
 
+    /// [`reload_file`](Self::reload_file) on a blocking thread: building a configuration
+    /// reads files and parses keys, which must not hold up the threads answering checks.
+    pub async fn reload_off_the_check_threads(&self, path: &std::path::Path) -> bool {
+        let (reloader, path) = (self.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || reloader.reload_file(&path))
+            .await
+            .unwrap_or_else(|join| {
+                error!(error = %join, "configuration reload task failed; keeping the running one");
+                false
+            })
+    }
+
     /// Reads `path` and applies it; logs the outcome. Returns whether it was applied.
     pub fn reload_file(&self, path: &std::path::Path) -> bool {
         let file = path.display().to_string();
@@ -344,7 +356,7 @@ async fn reload_on_sighup(reloader: Reloader, path: PathBuf) {
         }
     };
     while hangups.recv().await.is_some() {
-        reloader.reload_file(&path);
+        reloader.reload_off_the_check_threads(&path).await;
     }
 }
 
@@ -367,7 +379,7 @@ async fn reload_on_change(reloader: Reloader, path: PathBuf, poll: Duration) {
         for file in &changed {
             info!(file = %file.display(), "file changed; reloading the configuration");
         }
-        reloader.reload_file(&path);
+        reloader.reload_off_the_check_threads(&path).await;
         watch.set_paths(watched(&reloader)).await;
     }
 }
