@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod image;
 pub mod keyserver;
 pub mod otlp;
 pub mod process;
