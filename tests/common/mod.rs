@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chart;
+pub mod image;
 pub mod keyserver;
 pub mod kubelet;
 pub mod otlp;
