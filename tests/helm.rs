@@ -884,3 +884,60 @@ fn every_ci_rendering_holds_a_config_the_binary_accepts() {
         .expect("config.yaml");
     fedauthz::config::parse_yaml(text, "config.yaml").expect("the default config loads");
 }
+
+/// The chart runs the image as the Dockerfile builds it: same entrypoint (not overridden), the
+/// same config file, user, ports, mount points and writable paths.
+#[test]
+fn the_chart_and_the_dockerfile_agree_on_the_runtime_contract() {
+    let image = common::image::contract();
+    let r = Rendering::new(&["-f", &ci("minimal").display().to_string()]);
+    let container = r.container();
+    assert!(
+        container.get("command").is_none(),
+        "the chart keeps the image's ENTRYPOINT"
+    );
+    let args = args_of(container);
+    assert_eq!(
+        args[..image.cmd.len()],
+        image.cmd[..],
+        "the chart's args start with the image's CMD"
+    );
+
+    let pod_security = &r.pod()["securityContext"];
+    let security = &container["securityContext"];
+    for context in [pod_security, security] {
+        assert_eq!(context["runAsUser"], image.user.uid);
+        assert_eq!(context["runAsGroup"], image.user.gid);
+    }
+    let ports: Vec<u64> = container["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["containerPort"].as_u64())
+        .collect();
+    let image_ports: Vec<u64> = image.ports.iter().map(|p| u64::from(*p)).collect();
+    assert_eq!(ports, image_ports, "gRPC then admin");
+
+    let mounts = container["volumeMounts"].as_array().expect("mounts");
+    let mount = |path: &std::path::Path| {
+        mounts
+            .iter()
+            .find(|m| m["mountPath"] == path.display().to_string())
+            .unwrap_or_else(|| panic!("the chart mounts nothing at {}", path.display()))
+    };
+    assert_eq!(mount(&image.config_dir)["readOnly"], true);
+    assert_eq!(mount(&image.secrets_dir)["readOnly"], true);
+    assert!(image.config_file.starts_with(&image.config_dir));
+    let writable: Vec<String> = mounts
+        .iter()
+        .filter(|m| m["readOnly"] != true)
+        .filter_map(|m| m["mountPath"].as_str().map(str::to_owned))
+        .collect();
+    let image_writable: Vec<String> = image
+        .writable_paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(writable, image_writable, "the only writable paths");
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+}
