@@ -150,8 +150,14 @@ impl Server {
             )));
             let server = &current.load().config.server;
             if server.watch_config {
-                let poll = server.config_poll_interval.get();
-                reloads.push(tokio::spawn(reload_on_change(reloader, path, poll)));
+                // Fingerprinted before the server says it listens: a change from then on is
+                // seen.
+                let mut files = current.load().config.files_read_at_build();
+                files.push(path.clone());
+                let watch = FileWatch::new(files, server.config_poll_interval.get()).await;
+                info!(files = watch.paths().count(), file = %path.display(),
+                    "watching the configuration for changes");
+                reloads.push(tokio::spawn(reload_on_change(reloader, path, watch)));
             }
         }
 
@@ -366,21 +372,29 @@ async fn reload_on_sighup(_reloader: Reloader, _path: PathBuf) {}
 /// Reloads when the configuration file, or a file the running configuration reads when it is
 /// built (secrets, CA bundles), changes content. After each attempt the watched set is the
 /// running configuration's (the new one's when it was applied).
-async fn reload_on_change(reloader: Reloader, path: PathBuf, poll: Duration) {
+async fn reload_on_change(reloader: Reloader, path: PathBuf, mut watch: FileWatch) {
     let watched = |reloader: &Reloader| {
         let mut files = reloader.current.load().config.files_read_at_build();
         files.push(path.clone());
         files
     };
-    let mut watch = FileWatch::new(watched(&reloader), poll).await;
-    info!(files = watch.paths().count(), file = %path.display(), "watching the configuration for changes");
     loop {
         let changed = watch.changed().await;
         for file in &changed {
             info!(file = %file.display(), "file changed; reloading the configuration");
         }
-        reloader.reload_off_the_check_threads(&path).await;
-        watch.set_paths(watched(&reloader)).await;
+        if reloader.reload_off_the_check_threads(&path).await {
+            watch.set_paths(watched(&reloader)).await;
+        } else {
+            // A refused configuration may name a file that is not there yet (the kubelet
+            // updates a ConfigMap and a Secret volume independently): watch its files too, so
+            // the reload is retried when they arrive.
+            let mut files = watched(&reloader);
+            if let Ok(attempted) = crate::config::load_file(&path) {
+                files.extend(attempted.files_read_at_build());
+            }
+            watch.set_paths_new_as_missing(files).await;
+        }
     }
 }
 

@@ -45,6 +45,15 @@ impl Fingerprint {
     }
 }
 
+/// How files new to a [`FileWatch`] start out.
+#[derive(Debug, Clone, Copy)]
+enum NewFiles {
+    /// Fingerprinted now: only later changes count.
+    ReadNow,
+    /// Missing: being there already counts as a change.
+    AsMissing,
+}
+
 /// A set of files whose content is watched.
 pub struct FileWatch {
     files: Vec<(PathBuf, Fingerprint)>,
@@ -61,8 +70,9 @@ impl FileWatch {
         let events = Arc::new(Notify::new());
         let sender = Arc::clone(&events);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // Any event in a watched directory may be a swap: the fingerprints decide.
-            if event.is_ok() {
+            // Any event in a watched directory that may change content may be a swap: the
+            // fingerprints decide.
+            if event.is_ok_and(|event| may_change_content(&event)) {
                 sender.notify_one();
             }
         })
@@ -84,12 +94,26 @@ impl FileWatch {
     /// Replaces the watched paths. Files watched before keep their last fingerprint (so a
     /// change that happened meanwhile is still reported); new ones are fingerprinted now.
     pub async fn set_paths(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
+        self.replace_paths(paths, NewFiles::ReadNow).await;
+    }
+
+    /// Like [`set_paths`](Self::set_paths), but new files count as missing until read, so one
+    /// that is already there is reported as a change at once. For the files a refused
+    /// configuration named: one that arrived while the refusal was being handled must still
+    /// cause a retry (at most one extra attempt when it was there all along).
+    pub async fn set_paths_new_as_missing(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
+        self.replace_paths(paths, NewFiles::AsMissing).await;
+        self.events.notify_one();
+    }
+
+    async fn replace_paths(&mut self, paths: impl IntoIterator<Item = PathBuf>, new: NewFiles) {
         let mut files = Vec::new();
         for path in paths.into_iter().collect::<BTreeSet<_>>() {
             let known = self.files.iter().find(|(p, _)| *p == path).map(|(_, f)| *f);
-            let fingerprint = match known {
-                Some(fingerprint) => fingerprint,
-                None => Fingerprint::of(&path).await,
+            let fingerprint = match (known, new) {
+                (Some(fingerprint), _) => fingerprint,
+                (None, NewFiles::ReadNow) => Fingerprint::of(&path).await,
+                (None, NewFiles::AsMissing) => Fingerprint(None),
             };
             files.push((path, fingerprint));
         }
@@ -161,6 +185,23 @@ impl FileWatch {
             }
         }
     }
+}
+
+/// Whether an event may mean new content. Opens, reads and read-only closes never do, and
+/// must be ignored: reading a file to fingerprint it causes them, so counting them would make
+/// the watcher wake itself forever (inotify reports them for files directly in a watched
+/// directory).
+fn may_change_content(event: &notify::Event) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    !matches!(
+        event.kind,
+        EventKind::Access(
+            AccessKind::Read
+                | AccessKind::Open(_)
+                | AccessKind::Close(AccessMode::Read | AccessMode::Execute)
+        )
+    )
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -239,6 +280,47 @@ mod tests {
         no_change(&mut watch, Duration::from_millis(500)).await;
         dir.swap(&[("config.yaml", "a: 3\n")]);
         assert_eq!(next_change(&mut watch).await, [dir.path("config.yaml")]);
+    }
+
+    #[test]
+    fn reads_are_not_changes_and_writes_are() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+        use notify::{Event, EventKind};
+        let quiet = [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ];
+        for kind in quiet {
+            assert!(!may_change_content(&Event::new(kind)), "{kind:?}");
+        }
+        let loud = [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            EventKind::Remove(notify::event::RemoveKind::Any),
+            EventKind::Any,
+        ];
+        for kind in loud {
+            assert!(may_change_content(&Event::new(kind)), "{kind:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn reading_the_files_does_not_wake_the_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, "a: 1\n").unwrap();
+        let watch = FileWatch::new([file.clone()], Duration::from_secs(3600)).await;
+        // A read by anyone (the watch's own fingerprinting included) is an open/close event.
+        let _ = std::fs::read(&file).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), watch.events.notified())
+                .await
+                .is_err(),
+            "a read woke the watch"
+        );
     }
 
     #[tokio::test]

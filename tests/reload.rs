@@ -278,3 +278,48 @@ async fn a_secret_swap_replaces_the_hmac_key_and_a_key_file_swap_the_key_set() {
     );
     assert_eq!(reason_of(first.token("pod", "orders")).await, "key_unknown");
 }
+
+/// The kubelet updates a ConfigMap and a Secret volume independently: a configuration naming a
+/// secret file that has not arrived yet is refused, and applied once the file is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_that_waits_for_its_secret_is_applied_when_the_secret_arrives() {
+    let issuer = TestIssuer::es256(ISS, "k1");
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut secrets = KubeletDir::create(&root.path().join("secrets"), &[("other", b"x")]);
+    let mut mount = KubeletDir::create(
+        &root.path().join("config"),
+        &[("config.yaml", config(&issuer, false).as_bytes())],
+    );
+    let (mut server, grpc, admin) = serve(&mount.path("config.yaml"));
+    let next = format!(
+        "server: {{ grpc_listen: 127.0.0.1:0, admin_listen: 127.0.0.1:0, config_poll_interval: 1h }}\nissuers:\n  - id: idp\n    issuer: {ISS}\n    audiences: [orders]\n    keys: {{ jwks: {} }}\n  - id: ci\n    issuer: https://ci.reload.example\n    audiences: [orders]\n    algorithms: [HS256]\n    hmac_secret: {{ file: \"{}\", kid: hs-1, encoding: utf8 }}\n",
+        issuer.jwks(),
+        secrets.path("hmac.key").display()
+    );
+    mount.swap(&[("config.yaml", next.as_bytes())]);
+    let refused = server.wait_for("configuration refused");
+    assert!(refused.contains("hmac_secret"), "{refused}");
+
+    let secret = b"a-secret-that-arrives-later-32-bytes!";
+    secrets.swap(&[("other", b"x"), ("hmac.key", secret.as_slice())]);
+    std::os::unix::fs::symlink("..data/hmac.key", secrets.path("hmac.key")).expect("link");
+    server.wait_for("configuration reloaded");
+    let mut claims = issuer.claims("ci-job", "orders");
+    claims.insert("iss".into(), json!("https://ci.reload.example"));
+    let mut client = client(&grpc).await;
+    let answer = client
+        .check(bearer(&hs256(secret, &claims)))
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(reason(&answer), "token_valid");
+    let text = metrics(&admin).await;
+    assert_eq!(
+        metric(&text, "fedauthz_config_reloads_total{result=\"refused\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "fedauthz_config_reloads_total{result=\"applied\"}"),
+        1.0
+    );
+}
