@@ -152,8 +152,7 @@ impl Server {
             if server.watch_config {
                 // Fingerprinted before the server says it listens: a change from then on is
                 // seen.
-                let mut files = current.load().config.files_read_at_build();
-                files.push(path.clone());
+                let files = watched_files(&current.load().config, &path);
                 let watch = FileWatch::new(files, server.config_poll_interval.get()).await;
                 info!(files = watch.paths().count(), file = %path.display(),
                     "watching the configuration for changes");
@@ -315,22 +314,24 @@ impl Reloader {
 
     /// [`reload_file`](Self::reload_file) on a blocking thread: building a configuration
     /// reads files and parses keys, which must not hold up the threads answering checks.
-    pub async fn reload_off_the_check_threads(&self, path: &std::path::Path) -> bool {
+    pub async fn reload_off_the_check_threads(&self, path: &std::path::Path) -> Reload {
         let (reloader, path) = (self.clone(), path.to_path_buf());
         tokio::task::spawn_blocking(move || reloader.reload_file(&path))
             .await
             .unwrap_or_else(|join| {
                 error!(error = %join, "configuration reload task failed; keeping the running one");
-                false
+                Reload::Refused { named: Vec::new() }
             })
     }
 
-    /// Reads `path` and applies it; logs the outcome. Returns whether it was applied.
-    pub fn reload_file(&self, path: &std::path::Path) -> bool {
+    /// Reads `path` and applies it; logs the outcome.
+    pub fn reload_file(&self, path: &std::path::Path) -> Reload {
         let file = path.display().to_string();
+        let mut named = Vec::new();
         let outcome = load_file(path)
             .inspect_err(|_| self.metrics.record_reload(false))
             .and_then(|config| {
+                named = config.files_read_at_build();
                 self.apply(config).map_err(|errors| ConfigError::Invalid {
                     file: file.clone(),
                     errors,
@@ -339,16 +340,36 @@ impl Reloader {
         match outcome {
             Ok(()) => {
                 info!(file = %file, "configuration reloaded");
-                true
+                Reload::Applied
             }
             Err(err) => {
                 for line in err.to_string().lines() {
                     error!(problem = %line, "configuration refused; keeping the running one");
                 }
-                false
+                Reload::Refused { named }
             }
         }
     }
+}
+
+/// How a reload ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// The new configuration runs.
+    Applied,
+    /// The running configuration stays.
+    Refused {
+        /// Files the refused configuration names (when it parsed): one may be missing yet.
+        named: Vec<PathBuf>,
+    },
+}
+
+/// What a reload watch follows: the configuration file and the files `config` reads when it is
+/// built.
+fn watched_files(config: &Config, path: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = config.files_read_at_build();
+    files.push(path.to_path_buf());
+    files
 }
 
 #[cfg(unix)]
@@ -373,27 +394,22 @@ async fn reload_on_sighup(_reloader: Reloader, _path: PathBuf) {}
 /// built (secrets, CA bundles), changes content. After each attempt the watched set is the
 /// running configuration's (the new one's when it was applied).
 async fn reload_on_change(reloader: Reloader, path: PathBuf, mut watch: FileWatch) {
-    let watched = |reloader: &Reloader| {
-        let mut files = reloader.current.load().config.files_read_at_build();
-        files.push(path.clone());
-        files
-    };
     loop {
         let changed = watch.changed().await;
         for file in &changed {
             info!(file = %file.display(), "file changed; reloading the configuration");
         }
-        if reloader.reload_off_the_check_threads(&path).await {
-            watch.set_paths(watched(&reloader)).await;
-        } else {
+        let outcome = reloader.reload_off_the_check_threads(&path).await;
+        let mut files = watched_files(&reloader.current.load().config, &path);
+        match outcome {
+            Reload::Applied => watch.set_paths(files).await,
             // A refused configuration may name a file that is not there yet (the kubelet
             // updates a ConfigMap and a Secret volume independently): watch its files too, so
             // the reload is retried when they arrive.
-            let mut files = watched(&reloader);
-            if let Ok(attempted) = crate::config::load_file(&path) {
-                files.extend(attempted.files_read_at_build());
+            Reload::Refused { named } => {
+                files.extend(named);
+                watch.set_paths_new_as_missing(files).await;
             }
-            watch.set_paths_new_as_missing(files).await;
         }
     }
 }
