@@ -1,6 +1,6 @@
 //! Decision log: one structured line per denied check, and a configured sample of allowed ones,
 //! under the tracing target `fedauthz::decision`. The fields are the ones an operator searches
-//! by (request id, decision, reason, issuer, route, status) and never a token or any part of one:
+//! by (request id, decision, reason, issuer, route, status, the calling proxy's mTLS identity) and never a token or any part of one:
 //! the subject appears only when configured, and only once the token that names it verified.
 //!
 //! Depends on [`crate::authz`] (the decision), [`crate::config`] and [`crate::reason`].
@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use tracing::info;
 
 use crate::authz::Decision;
+use crate::caller::CallerIdentity;
 use crate::config::{DecisionLogConfig, SubjectLogging};
 
 /// The tracing target of decision lines (`RUST_LOG=fedauthz::decision=off` silences them).
@@ -33,6 +34,8 @@ pub struct Entry<'a> {
     pub route: Option<&'a str>,
     /// HTTP status of a denial.
     pub status: Option<u16>,
+    /// The calling proxy's verified client certificate (mTLS), if it presented one.
+    pub caller: Option<&'a CallerIdentity>,
 }
 
 impl DecisionLog {
@@ -49,6 +52,7 @@ impl DecisionLog {
     pub fn record(&self, entry: &Entry<'_>) {
         let request_id = entry.request_id.unwrap_or("-");
         let route = entry.route.unwrap_or("-");
+        let caller = entry.caller.and_then(CallerIdentity::primary);
         match entry.decision {
             Decision::Deny(rejection) => {
                 let subject =
@@ -62,6 +66,7 @@ impl DecisionLog {
                     issuer = rejection.issuer.as_deref().unwrap_or("-"),
                     route,
                     subject = subject.as_deref(),
+                    caller,
                     detail = %rejection.detail,
                     "check denied"
                 );
@@ -77,6 +82,7 @@ impl DecisionLog {
                     issuer = issuer.unwrap_or("-"),
                     route,
                     subject = subject.as_deref(),
+                    caller,
                     "check allowed"
                 );
             }

@@ -27,8 +27,10 @@ pub struct ExplainRequest {
     pub headers: Vec<(String, String)>,
     /// Envoy context_extensions.
     pub context_extensions: HashMap<String, String>,
-    /// mTLS peer principal.
+    /// mTLS peer principal (`source.principal`, the downstream client).
     pub principal: String,
+    /// The calling proxy's client certificate names (`match.callers`), as if verified.
+    pub caller: Option<crate::caller::CallerIdentity>,
 }
 
 impl ExplainRequest {

@@ -12,7 +12,8 @@
 //! | response (headers, metadata, denial) | [`response`] |
 //!
 //! [`pipeline`] wires the phases for one configuration ([`config`]); [`server`] runs them
-//! (gRPC, health, admin, shutdown, reload); [`decision_log`], [`metrics`] and [`telemetry`]
+//! (gRPC and admin listeners, plaintext or TLS, health, shutdown, reload of configuration and
+//! certificates; [`caller`] is the verified mTLS identity of the calling proxy); [`decision_log`], [`metrics`] and [`telemetry`]
 //! observe them; [`dev`] is the local development mode; [`explain`] prints the decision trace of
 //! one request.
 
@@ -21,6 +22,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod caller;
 pub mod config;
 pub mod decision_log;
 pub mod dev;

@@ -78,9 +78,14 @@ enum Command {
         /// Envoy context extension KEY=VALUE (repeatable).
         #[arg(long = "context", value_parser = parse_claim)]
         context: Vec<(String, String)>,
-        /// mTLS peer principal.
+        /// mTLS peer principal (Envoy's `source.principal`, the downstream client).
         #[arg(long, default_value = "")]
         principal: String,
+        /// The calling proxy's verified client certificate name (a URI SAN such as
+        /// spiffe://cluster.local/ns/gw/sa/envoy, or a DNS SAN; repeatable), for routes that
+        /// match `callers`.
+        #[arg(long = "caller")]
+        callers: Vec<String>,
     },
     /// Print a token signed by the dev issuer (accepted by `serve --dev`).
     DevToken {
@@ -146,7 +151,12 @@ fn main() -> ExitCode {
             headers,
             context,
             principal,
+            callers,
         } => {
+            let caller = (!callers.is_empty()).then(|| {
+                let (uris, dns_names) = callers.into_iter().partition(|c| c.contains("://"));
+                fedauthz::caller::CallerIdentity { uris, dns_names }
+            });
             let mut request = fedauthz::explain::ExplainRequest {
                 method,
                 host,
@@ -154,6 +164,7 @@ fn main() -> ExitCode {
                 headers,
                 context_extensions: context.into_iter().collect(),
                 principal,
+                caller,
             };
             if let Some(token) = &token {
                 request
@@ -318,13 +329,25 @@ fn print_dev_banner(server: &Server, key: &DevKey) {
 
 fn check_config(file: &Path) -> Result<(), String> {
     let config: Config = config::load_file(file).map_err(|err| err.to_string())?;
-    source::prepare(&config).map_err(|errors| {
+    let invalid = |errors| {
         config::ConfigError::Invalid {
             file: file.display().to_string(),
             errors,
         }
         .to_string()
-    })?;
+    };
+    let mut errors = source::prepare(&config).err().unwrap_or_default();
+    match fedauthz::server::tls::prepare(&config.server, unix_now()) {
+        Ok(prepared) => {
+            for warning in prepared.warnings {
+                eprintln!("fedauthz: warning: {}: {warning}", file.display());
+            }
+        }
+        Err(tls) => errors.extend(tls),
+    }
+    if !errors.is_empty() {
+        return Err(invalid(errors));
+    }
     println!(
         "{}: OK ({} issuer{})",
         file.display(),
@@ -364,9 +387,12 @@ fn explain(
                 generation.keys.missing().join(", ")
             );
         }
-        let checked =
-            fedauthz::service::check_detailed(&generation.pipeline, &request.to_check_request())
-                .await;
+        let checked = fedauthz::service::check_detailed(
+            &generation.pipeline,
+            &request.to_check_request(),
+            None,
+        )
+        .await;
         print!("{}", fedauthz::explain::render(&request, token, &checked));
         Ok(())
     })

@@ -1,7 +1,7 @@
 //! Prometheus metrics, served as text on the admin listener at `/metrics`.
 //!
-//! Label values are bounded: decisions, reason codes, issuer ids, fetch result kinds and reload
-//! results — never subjects, paths or tokens. Key and token-cache metrics are read from the
+//! Label values are bounded: decisions, reason codes, issuer ids, fetch result kinds, reload
+//! results, listener names and TLS handshake failure reasons — never subjects, paths or tokens. Key and token-cache metrics are read from the
 //! running configuration at each scrape. Depends on [`crate::pipeline`] (the running
 //! generation), [`crate::keys`] and [`crate::verify::cache`] (their counters).
 
@@ -48,6 +48,23 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerReasonLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerResultLabels {
+    listener: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -60,6 +77,9 @@ pub struct Metrics {
     duration: Histogram,
     reloads: Family<ResultLabel, Counter>,
     last_reload: Gauge,
+    tls_expiry: Family<ListenerLabel, Gauge>,
+    tls_handshake_failures: Family<ListenerReasonLabels, Counter>,
+    tls_reloads: Family<ListenerResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -94,6 +114,24 @@ impl Metrics {
             "When the running configuration was loaded (Unix time)",
             last_reload.clone(),
         );
+        let tls_expiry = Family::<ListenerLabel, Gauge>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate each TLS listener serves expires (Unix time)",
+            tls_expiry.clone(),
+        );
+        let tls_handshake_failures = Family::<ListenerReasonLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by listener and reason",
+            tls_handshake_failures.clone(),
+        );
+        let tls_reloads = Family::<ListenerResultLabels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "TLS certificate reloads, by listener and result (applied or refused)",
+            tls_reloads.clone(),
+        );
         let build = Family::<VersionLabel, Gauge>::default();
         build
             .get_or_create(&VersionLabel {
@@ -111,7 +149,32 @@ impl Metrics {
             duration,
             reloads,
             last_reload,
+            tls_expiry,
+            tls_handshake_failures,
+            tls_reloads,
         }
+    }
+
+    /// Records when the certificate `listener` serves expires.
+    pub fn set_tls_certificate_expiry(&self, listener: &'static str, not_after: i64) {
+        self.tls_expiry
+            .get_or_create(&ListenerLabel { listener })
+            .set(not_after);
+    }
+
+    /// Counts one failed TLS handshake.
+    pub fn record_tls_handshake_failure(&self, listener: &'static str, reason: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&ListenerReasonLabels { listener, reason })
+            .inc();
+    }
+
+    /// Counts one TLS certificate reload.
+    pub fn record_tls_reload(&self, listener: &'static str, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.tls_reloads
+            .get_or_create(&ListenerResultLabels { listener, result })
+            .inc();
     }
 
     /// Counts one answered check.

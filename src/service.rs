@@ -17,6 +17,7 @@ use tracing::{Instrument, debug_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::authz::{Decision, RequestFacts};
+use crate::caller::{CallerConnection, CallerIdentity};
 use crate::decision_log::Entry;
 use crate::extract::HeaderLookup;
 use crate::metrics::Metrics;
@@ -101,15 +102,23 @@ pub fn check(pipeline: &Pipeline, request: &CheckRequest, now: i64) -> CheckResp
 /// Like [`check`], but when the token names a kid its issuer's keys lack, asks the issuer's
 /// key store for a refresh (single-flight, rate-limited, bounded wait) and checks once more.
 pub async fn check_refreshing(pipeline: &Pipeline, request: &CheckRequest) -> CheckResponse {
-    let checked = check_detailed(pipeline, request).await;
+    let checked = check_detailed(pipeline, request, None).await;
     finish(pipeline, checked, &RequestHeaders::of(request))
 }
 
 /// The check of [`check_refreshing`], with the decision and route behind its response and
-/// without logging (`fedauthz explain` prints them instead).
-pub async fn check_detailed(pipeline: &Pipeline, request: &CheckRequest) -> Checked {
+/// without logging (`fedauthz explain` prints them instead). `caller` is the proxy's verified
+/// client certificate, if its connection had one.
+pub async fn check_detailed(
+    pipeline: &Pipeline,
+    request: &CheckRequest,
+    caller: Option<&CallerIdentity>,
+) -> Checked {
     let headers = RequestHeaders::of(request);
-    let facts = request_facts(request);
+    let facts = RequestFacts {
+        caller,
+        ..request_facts(request)
+    };
     let mut checked = pipeline.check(&headers, &facts, unix_now());
     if let Some(miss) = checked.key_miss.take()
         && miss
@@ -123,7 +132,8 @@ pub async fn check_detailed(pipeline: &Pipeline, request: &CheckRequest) -> Chec
     checked
 }
 
-/// The route facts of `request` (host, path, method, context extensions, mTLS principal).
+/// The route facts of `request` (host, path, method, context extensions, mTLS principal);
+/// the caller is not part of a `CheckRequest` and is left unset.
 pub fn request_facts(request: &CheckRequest) -> RequestFacts<'_> {
     let attributes = request.attributes.as_ref();
     let http = attributes
@@ -137,11 +147,22 @@ pub fn request_facts(request: &CheckRequest) -> RequestFacts<'_> {
         principal: attributes
             .and_then(|a| a.source.as_ref())
             .map_or("", |peer| peer.principal.as_str()),
+        caller: None,
     }
 }
 
 /// Logs the decision and hands back the response.
 fn finish(pipeline: &Pipeline, checked: Checked, headers: &RequestHeaders<'_>) -> CheckResponse {
+    finish_for(pipeline, checked, headers, None)
+}
+
+/// [`finish`] for a check whose caller presented `caller`.
+fn finish_for(
+    pipeline: &Pipeline,
+    checked: Checked,
+    headers: &RequestHeaders<'_>,
+    caller: Option<&CallerIdentity>,
+) -> CheckResponse {
     let request_id = headers.header("x-request-id");
     let status = checked
         .response
@@ -159,6 +180,7 @@ fn finish(pipeline: &Pipeline, checked: Checked, headers: &RequestHeaders<'_>) -
         decision: &checked.decision,
         route: checked.route.as_deref(),
         status,
+        caller,
     });
     checked.response
 }
@@ -205,8 +227,12 @@ impl Authorization for CheckService {
         // A full Arc: the check may wait for a key refresh, and a reload meanwhile must not
         // pull the configuration from under it.
         let generation = self.current.load_full();
+        let caller = request
+            .extensions()
+            .get::<CallerConnection>()
+            .and_then(|connection| connection.identity.clone());
         let request = request.get_ref();
-        let checked = check_detailed(&generation.pipeline, request)
+        let checked = check_detailed(&generation.pipeline, request, caller.as_deref())
             .instrument(span.clone())
             .await;
         let (decision, reason, issuer) = match &checked.decision {
@@ -227,10 +253,11 @@ impl Authorization for CheckService {
         self.metrics
             .record_check(decision, reason, issuer, started.elapsed());
         let _entered = span.enter();
-        Ok(Response::new(finish(
+        Ok(Response::new(finish_for(
             &generation.pipeline,
             checked,
             &RequestHeaders::of(request),
+            caller.as_deref(),
         )))
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 pub use pattern::{Glob, HostPattern};
 pub use requirement::{Requirement, Unmet};
 
+use crate::caller::CallerIdentity;
 use crate::config::{Config, DefaultDecision, RouteConfig};
 use crate::reason::{Reason, Rejection};
 use crate::verify::VerifiedToken;
@@ -54,8 +55,10 @@ pub struct RequestFacts<'a> {
     pub method: &'a str,
     /// Envoy's per-route `context_extensions`.
     pub context_extensions: Option<&'a HashMap<String, String>>,
-    /// The mTLS peer principal (`source.principal`).
+    /// The mTLS peer principal (`source.principal`): the downstream client as Envoy saw it.
     pub principal: &'a str,
+    /// The proxy calling fedauthz, when its client certificate was verified (mTLS).
+    pub caller: Option<&'a CallerIdentity>,
 }
 
 impl RequestFacts<'_> {
@@ -73,6 +76,7 @@ struct Route {
     methods: Vec<String>,
     context_extensions: Vec<(String, String)>,
     principals: Vec<Glob>,
+    callers: Vec<Glob>,
     allow_anonymous: bool,
     requirement: Requirement,
 }
@@ -106,6 +110,7 @@ impl Route {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             principals: m.principals.iter().map(|p| Glob::new(p)).collect(),
+            callers: m.callers.iter().map(|c| Glob::new(c)).collect(),
             allow_anonymous: config.allow_anonymous,
             requirement: Requirement::compile(&config.require),
         }
@@ -119,6 +124,12 @@ impl Route {
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == facts.method))
             && (self.principals.is_empty()
                 || self.principals.iter().any(|p| p.matches(facts.principal)))
+            && (self.callers.is_empty()
+                || facts.caller.is_some_and(|caller| {
+                    caller
+                        .names()
+                        .any(|name| self.callers.iter().any(|c| c.matches(name)))
+                }))
             && self
                 .context_extensions
                 .iter()
@@ -186,6 +197,7 @@ impl Authorizer {
                 methods: Vec::new(),
                 context_extensions: Vec::new(),
                 principals: Vec::new(),
+                callers: Vec::new(),
                 allow_anonymous: config.default_decision == DefaultDecision::Allow,
                 requirement: Requirement::default(),
             }],
@@ -374,6 +386,41 @@ mod tests {
             Some("health")
         );
         assert_eq!(route("any", "/healthz/x", "GET", ""), None);
+    }
+
+    #[test]
+    fn routes_match_the_verified_caller_and_never_an_unverified_connection() {
+        let authz = authorizer(
+            "server: {tls: {certificate_file: /t/tls.crt, private_key_file: /t/tls.key, client_certificates: {ca_file: /t/ca.crt}}}\nroutes:\n  - {name: gateway, match: {callers: ['spiffe://td/ns/gateways/sa/*', 'edge.example.com']}, allow_anonymous: true}\n",
+        );
+        let route = |caller: Option<&CallerIdentity>| {
+            let facts = RequestFacts {
+                caller,
+                // Envoy's view of the downstream client never stands in for the caller.
+                principal: "spiffe://td/ns/gateways/sa/envoy",
+                ..RequestFacts::default()
+            };
+            authz
+                .decide(&facts, Authentication::Missing)
+                .route
+                .map(|r| r.to_string())
+        };
+        let spiffe = CallerIdentity {
+            uris: vec!["spiffe://td/ns/gateways/sa/envoy".into()],
+            dns_names: Vec::new(),
+        };
+        let dns = CallerIdentity {
+            uris: vec!["spiffe://td/ns/other/sa/x".into()],
+            dns_names: vec!["edge.example.com".into()],
+        };
+        let other = CallerIdentity {
+            uris: vec!["spiffe://td/ns/apps/sa/web".into()],
+            dns_names: vec!["web.example.com".into()],
+        };
+        assert_eq!(route(Some(&spiffe)).as_deref(), Some("gateway"));
+        assert_eq!(route(Some(&dns)).as_deref(), Some("gateway"));
+        assert_eq!(route(Some(&other)), None);
+        assert_eq!(route(None), None);
     }
 
     #[test]

@@ -107,6 +107,20 @@ pub struct ServerConfig {
     /// missed (inotify limits, filesystems without events).
     #[serde(default = "default_config_poll_interval")]
     pub config_poll_interval: HumanDuration,
+    /// TLS on the gRPC listener (absent: plaintext h2c). Use it wherever Envoy reaches
+    /// fedauthz over a network that no mesh protects.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// TLS on the admin listener (absent: plaintext HTTP), e.g. for Prometheus scraping over
+    /// HTTPS. Kubelet probes present no client certificate: with `client_certificates`, use
+    /// `mode: optional` or probe the gRPC health service instead.
+    #[serde(default)]
+    pub admin_tls: Option<TlsConfig>,
+    /// States that the gRPC listener is plaintext on purpose because a service mesh (Istio
+    /// sidecars) authenticates and encrypts the connections to it. Without it (or `tls`),
+    /// `check-config` and start-up warn about a plaintext listener on a non-loopback address.
+    #[serde(default)]
+    pub mesh_mtls: bool,
 }
 
 impl Default for ServerConfig {
@@ -117,7 +131,89 @@ impl Default for ServerConfig {
             shutdown_grace: default_shutdown_grace(),
             watch_config: true,
             config_poll_interval: default_config_poll_interval(),
+            tls: None,
+            admin_tls: None,
+            mesh_mtls: false,
         }
+    }
+}
+
+/// TLS for one listener: TLS 1.3 and 1.2 only, certificates read from PEM files and re-read
+/// when they change (a mounted Secret's `..data` swap); new handshakes use the new files, open
+/// connections keep theirs. A changed file that does not load is refused with its path and
+/// the running certificate stays.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first (`tls.crt` of a `kubernetes.io/tls` Secret).
+    pub certificate_file: PathBuf,
+    /// PEM private key of the leaf certificate: PKCS#8 (`PRIVATE KEY`), SEC1 (`EC PRIVATE
+    /// KEY`) or PKCS#1 (`RSA PRIVATE KEY`).
+    pub private_key_file: PathBuf,
+    /// Ask callers for a client certificate (mTLS). Absent: none is asked for.
+    #[serde(default)]
+    pub client_certificates: Option<ClientCertificates>,
+}
+
+/// Client certificates (mTLS): which CA signs them, whether one is required and whose are
+/// accepted. A refused certificate fails the handshake (Envoy then fails closed).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificates {
+    /// PEM bundle of the CA certificates that client certificates must chain to.
+    pub ca_file: PathBuf,
+    /// `required`: a handshake without a client certificate fails. `optional`: a client
+    /// without one connects unauthenticated (routes can still require `match.callers`); one
+    /// that presents a certificate must pass every check.
+    #[serde(default)]
+    pub mode: ClientCertificateMode,
+    /// Client identities accepted, from the certificate's subject alternative names. Empty:
+    /// any certificate the CA signed (warned about: a mesh or cluster CA signs every
+    /// workload).
+    #[serde(default)]
+    pub allowed_identities: AllowedIdentities,
+}
+
+/// Whether a client certificate is required.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertificateMode {
+    /// Every connection presents a valid, allowed client certificate.
+    #[default]
+    Required,
+    /// A connection may present none; one that is presented must be valid and allowed.
+    Optional,
+}
+
+/// Client identities by subject alternative name; a certificate is allowed when one of its
+/// names matches one entry. Entries are exact or globs where `*` matches any run of
+/// characters (`spiffe://cluster.local/ns/gateways/sa/*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedIdentities {
+    /// URI SANs, e.g. Envoy's SPIFFE ID `spiffe://cluster.local/ns/gateways/sa/envoy`.
+    #[serde(default)]
+    pub uris: Vec<String>,
+    /// DNS SANs, compared case-insensitively, e.g. `envoy.gateways.svc.cluster.local`.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+}
+
+impl AllowedIdentities {
+    /// Whether no entry is listed (any certificate of the CA is accepted).
+    pub fn is_empty(&self) -> bool {
+        self.uris.is_empty() && self.dns_names.is_empty()
+    }
+}
+
+impl TlsConfig {
+    /// The files this TLS configuration reads.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.certificate_file.clone(), self.private_key_file.clone()];
+        if let Some(client) = &self.client_certificates {
+            files.push(client.ca_file.clone());
+        }
+        files
     }
 }
 
@@ -397,9 +493,15 @@ pub struct RouteMatch {
     /// must be present with exactly these values.
     #[serde(default)]
     pub context_extensions: BTreeMap<String, String>,
-    /// mTLS peer principals (`source.principal`, e.g. a SPIFFE ID); globs allowed.
+    /// mTLS peer principals (`source.principal`, e.g. a SPIFFE ID); globs allowed. This is
+    /// the downstream client as Envoy saw it, not Envoy.
     #[serde(default)]
     pub principals: Vec<String>,
+    /// Identities of the proxy calling fedauthz, from the client certificate verified on the
+    /// gRPC listener (`server.tls.client_certificates`): URI or DNS SANs, globs allowed. A
+    /// connection without a verified client certificate matches no entry.
+    #[serde(default)]
+    pub callers: Vec<String>,
 }
 
 /// What a verified token must satisfy. Every condition listed must hold (all-of); within a list,

@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use super::{Config, FieldError, IssuerConfig, KeySource, SecretSource, TokenLocation};
+use super::{
+    Config, FieldError, IssuerConfig, KeySource, SecretSource, ServerConfig, TokenLocation,
+};
 use crate::extract::MAX_LOCATIONS;
 
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
@@ -37,6 +39,7 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
             ),
         );
     }
+    check_transport(&config.server, &mut errors);
     check_token_cache(config, &mut errors);
     check_response(config, &mut errors);
     let sample = config.decision_log.sample_allowed;
@@ -86,6 +89,50 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
     }
     check_routes(config, &mut errors);
     errors.0
+}
+
+fn check_transport(server: &ServerConfig, errors: &mut Errors) {
+    if server.mesh_mtls && server.tls.is_some() {
+        errors.push(
+            "server.mesh_mtls",
+            "states that the gRPC listener is plaintext behind mesh mTLS, but server.tls is \
+             set; keep one",
+        );
+    }
+    for (at, tls) in [
+        ("server.tls", &server.tls),
+        ("server.admin_tls", &server.admin_tls),
+    ] {
+        let Some(client) = tls.as_ref().and_then(|t| t.client_certificates.as_ref()) else {
+            continue;
+        };
+        let allowed = &client.allowed_identities;
+        for (i, uri) in allowed.uris.iter().enumerate() {
+            let scheme = uri.split_once(':').map(|(scheme, _)| scheme);
+            if !scheme.is_some_and(|s| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            }) {
+                errors.push(
+                    format!("{at}.client_certificates.allowed_identities.uris[{i}]"),
+                    format!("must be a URI such as spiffe://trust.domain/ns/x/sa/y (got {uri:?})"),
+                );
+            }
+        }
+        for (i, name) in allowed.dns_names.iter().enumerate() {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.*".contains(&b))
+            {
+                errors.push(
+                    format!("{at}.client_certificates.allowed_identities.dns_names[{i}]"),
+                    format!("must be a DNS name, `*` allowed (got {name:?})"),
+                );
+            }
+        }
+    }
 }
 
 fn check_token_cache(config: &Config, errors: &mut Errors) {
@@ -170,6 +217,22 @@ fn check_routes(config: &Config, errors: &mut Errors) {
         for (i, path) in route.matches.paths.iter().enumerate() {
             if !path.starts_with('/') && !path.starts_with('*') {
                 errors.push(format!("{at}.match.paths[{i}]"), "must start with / or *");
+            }
+        }
+        let mtls = config
+            .server
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_certificates.is_some());
+        for (i, caller) in route.matches.callers.iter().enumerate() {
+            if caller.is_empty() {
+                errors.push(format!("{at}.match.callers[{i}]"), "must not be empty");
+            } else if !mtls {
+                errors.push(
+                    format!("{at}.match.callers[{i}]"),
+                    "needs server.tls.client_certificates: without a verified client \
+                     certificate no caller matches",
+                );
             }
         }
         for (i, method) in route.matches.methods.iter().enumerate() {
@@ -872,6 +935,39 @@ issuers:
             [super::TokenLocation::bearer()]
         );
         assert_eq!(config.default_decision, super::super::DefaultDecision::Deny);
+    }
+
+    #[test]
+    fn transport_rules() {
+        let tls = "server:\n  tls:\n    certificate_file: /tls/tls.crt\n    private_key_file: /tls/tls.key\n";
+        let mtls = format!(
+            "{tls}    client_certificates:\n      ca_file: /ca/ca.crt\n      allowed_identities:\n        uris: ['spiffe://cluster.local/ns/gw/sa/*', 'no-scheme']\n        dns_names: [envoy.gw.svc, 'bad name']\n"
+        );
+        let errs = errors(&format!("{mtls}  mesh_mtls: true\n{GOOD}"));
+        assert_eq!(
+            errs,
+            [
+                "server.mesh_mtls: states that the gRPC listener is plaintext behind mesh mTLS, but server.tls is set; keep one",
+                "server.tls.client_certificates.allowed_identities.uris[1]: must be a URI such as spiffe://trust.domain/ns/x/sa/y (got \"no-scheme\")",
+                "server.tls.client_certificates.allowed_identities.dns_names[1]: must be a DNS name, `*` allowed (got \"bad name\")",
+            ]
+        );
+        // Routes on the caller need a verified client certificate to match against.
+        let route = "routes:\n  - {name: gw, match: {callers: ['spiffe://cluster.local/ns/gw/sa/envoy', '']}}\n";
+        assert_eq!(
+            errors(&format!("{tls}{GOOD}{route}")),
+            [
+                "routes[0].match.callers[0]: needs server.tls.client_certificates: without a verified client certificate no caller matches",
+                "routes[0].match.callers[1]: must not be empty",
+            ]
+        );
+        let good = mtls
+            .replace(", 'no-scheme'", "")
+            .replace(", 'bad name'", "");
+        assert_eq!(
+            errors(&format!("{good}{GOOD}{}", route.replace(", ''", ""))),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

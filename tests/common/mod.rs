@@ -8,6 +8,7 @@ pub mod image;
 pub mod keyserver;
 pub mod kubelet;
 pub mod otlp;
+pub mod pki;
 pub mod process;
 
 use std::collections::HashMap;

@@ -1,13 +1,18 @@
-//! Process runtime: binds the gRPC and admin listeners, keeps gRPC health in step with key
-//! readiness, reloads the configuration on SIGHUP and when its file or a file it names changes
-//! (keeping the last good one when the new one is refused), and shuts down gracefully,
+//! Process runtime: binds the gRPC and admin listeners (plaintext, or TLS through
+//! [`listener`] with material from [`tls`]), keeps gRPC health in step with key readiness,
+//! reloads the configuration and the TLS certificates on SIGHUP and when their files change
+//! (keeping the last good ones when new ones are refused), and shuts down gracefully,
 //! draining in-flight checks.
 //!
 //! Depends on [`crate::pipeline`], [`crate::service`], [`crate::admin`] and [`crate::watch`].
 
+pub mod listener;
+pub mod tls;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +29,10 @@ use crate::metrics::Metrics;
 use crate::pipeline::Generation;
 use crate::proto::auth::authorization_server::AuthorizationServer;
 use crate::service::CheckService;
+use crate::service::unix_now;
 use crate::watch::FileWatch;
+use listener::{ADMIN, GRPC, TlsState, WatchedTls};
+use tls::Alpn;
 
 /// The gRPC service name health is reported for (besides the server-wide "").
 const CHECK_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
@@ -66,6 +74,8 @@ pub struct Server {
     keys_changed: Arc<Notify>,
     grpc: TcpListener,
     admin: TcpListener,
+    grpc_tls: Option<(TlsState, WatchedTls)>,
+    admin_tls: Option<(TlsState, WatchedTls)>,
     options: ServeOptions,
 }
 
@@ -77,15 +87,44 @@ impl Server {
             .as_ref()
             .map_or_else(|| "<config>".to_owned(), |p| p.display().to_string());
         let keys_changed = Arc::new(Notify::new());
-        let grpc_addr = config.server.grpc_listen;
-        let admin_addr = config.server.admin_listen;
+        let server = config.server.clone();
+        // Watched before the first load: a certificate rotated in between is still seen.
+        let poll = server.config_poll_interval.get();
+        let grpc_watch = match &server.tls {
+            Some(tls) => {
+                Some(WatchedTls::new(GRPC, tls.clone(), Alpn::Grpc, "server.tls", poll).await)
+            }
+            None => None,
+        };
+        let admin_watch = match &server.admin_tls {
+            Some(tls) => Some(
+                WatchedTls::new(ADMIN, tls.clone(), Alpn::Admin, "server.admin_tls", poll).await,
+            ),
+            None => None,
+        };
+        let prepared =
+            tls::prepare(&server, unix_now()).map_err(|errors| ConfigError::Invalid {
+                file: file.clone(),
+                errors,
+            })?;
+        for warning in &prepared.warnings {
+            warn!(field = %warning.path, problem = %warning.message, "transport security warning");
+        }
         let generation = Generation::build(config, None, &keys_changed)
             .map_err(|errors| ConfigError::Invalid { file, errors })?;
-        let grpc = bind("gRPC", grpc_addr).await?;
-        let admin = bind("admin", admin_addr).await?;
+        let grpc = bind("gRPC", server.grpc_listen).await?;
+        let admin = bind("admin", server.admin_listen).await?;
         let current = Arc::new(ArcSwap::from_pointee(generation));
+        let metrics = Arc::new(Metrics::new(Arc::clone(&current)));
+        let attach = |name, loaded: Option<tls::LoadedTls>, watch: Option<WatchedTls>| {
+            loaded
+                .zip(watch)
+                .map(|(loaded, watch)| (TlsState::new(name, &loaded, Arc::clone(&metrics)), watch))
+        };
         Ok(Self {
-            metrics: Arc::new(Metrics::new(Arc::clone(&current))),
+            grpc_tls: attach(GRPC, prepared.grpc, grpc_watch),
+            admin_tls: attach(ADMIN, prepared.admin, admin_watch),
+            metrics,
             current,
             keys_changed,
             grpc,
@@ -126,6 +165,8 @@ impl Server {
             keys_changed,
             grpc,
             admin,
+            grpc_tls,
+            admin_tls,
             options,
         } = self;
         let grace = current.load().config.server.shutdown_grace.get();
@@ -143,11 +184,25 @@ impl Server {
             metrics: Arc::clone(&metrics),
         };
         let mut reloads = Vec::new();
-        if let Some(path) = options.config_path.clone() {
+        // SIGHUP re-reads the TLS files too.
+        let tls_hangup = Arc::new(Notify::new());
+        let mut start_reloader = |listener: Option<(TlsState, WatchedTls)>| {
+            listener.map(|(state, watch)| {
+                let reloader = watch.reloader(state.clone());
+                reloads.push(tokio::spawn(reloader.run(Arc::clone(&tls_hangup))));
+                state
+            })
+        };
+        let grpc_tls = start_reloader(grpc_tls);
+        let admin_tls = start_reloader(admin_tls);
+        if options.config_path.is_some() || grpc_tls.is_some() || admin_tls.is_some() {
             reloads.push(tokio::spawn(reload_on_sighup(
                 reloader.clone(),
-                path.clone(),
+                options.config_path.clone(),
+                Arc::clone(&tls_hangup),
             )));
+        }
+        if let Some(path) = options.config_path.clone() {
             let server = &current.load().config.server;
             if server.watch_config {
                 // Fingerprinted before the server says it listens: a change from then on is
@@ -165,18 +220,24 @@ impl Server {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let grpc_addr = display_addr(&grpc);
-        let grpc_server = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(AuthorizationServer::new(CheckService::new(
                 Arc::clone(&current),
                 Arc::clone(&metrics),
-            )))
-            // TCP_NODELAY: a Check answer is a few small HTTP/2 frames; with Nagle they can wait
-            // for the caller's delayed ACK (up to 40 ms on Linux).
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                stopped(stop_rx.clone()),
-            );
+            )));
+        let grpc_server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match &grpc_tls {
+                Some(tls) => Box::pin(
+                    router.serve_with_incoming_shutdown(tls.serve(grpc), stopped(stop_rx.clone())),
+                ),
+                // TCP_NODELAY: a Check answer is a few small HTTP/2 frames; with Nagle they can
+                // wait for the caller's delayed ACK (up to 40 ms on Linux).
+                None => Box::pin(router.serve_with_incoming_shutdown(
+                    TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                    stopped(stop_rx.clone()),
+                )),
+            };
         let mut grpc_task = tokio::spawn(grpc_server);
 
         let admin_state = AdminState {
@@ -185,10 +246,21 @@ impl Server {
             dev_jwks: options.dev_jwks.map(Arc::new),
         };
         let admin_addr = display_addr(&admin);
-        let admin_server =
-            axum::serve(admin, admin::router(admin_state)).with_graceful_shutdown(stopped(stop_rx));
-        let admin_task = tokio::spawn(async move { admin_server.await });
-        info!(grpc = %grpc_addr, admin = %admin_addr, "fedauthz listening");
+        let admin_router = admin::router(admin_state);
+        let admin_task = match &admin_tls {
+            Some(tls) => {
+                let server = axum::serve(tls.serve(admin), admin_router)
+                    .with_graceful_shutdown(stopped(stop_rx));
+                tokio::spawn(async move { server.await })
+            }
+            None => {
+                let server =
+                    axum::serve(admin, admin_router).with_graceful_shutdown(stopped(stop_rx));
+                tokio::spawn(async move { server.await })
+            }
+        };
+        info!(grpc = %grpc_addr, admin = %admin_addr, grpc_tls = grpc_tls.is_some(),
+            admin_tls = admin_tls.is_some(), "fedauthz listening");
 
         let mut grpc_ended = false;
         let result = tokio::select! {
@@ -372,8 +444,9 @@ fn watched_files(config: &Config, path: &std::path::Path) -> Vec<PathBuf> {
     files
 }
 
+/// On SIGHUP, reloads the configuration at `path` (if any) and wakes the TLS reloaders.
 #[cfg(unix)]
-async fn reload_on_sighup(reloader: Reloader, path: PathBuf) {
+async fn reload_on_sighup(reloader: Reloader, path: Option<PathBuf>, tls: Arc<Notify>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(stream) => stream,
@@ -383,12 +456,15 @@ async fn reload_on_sighup(reloader: Reloader, path: PathBuf) {
         }
     };
     while hangups.recv().await.is_some() {
-        reloader.reload_off_the_check_threads(&path).await;
+        tls.notify_waiters();
+        if let Some(path) = &path {
+            reloader.reload_off_the_check_threads(path).await;
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn reload_on_sighup(_reloader: Reloader, _path: PathBuf) {}
+async fn reload_on_sighup(_reloader: Reloader, _path: Option<PathBuf>, _tls: Arc<Notify>) {}
 
 /// Reloads when the configuration file, or a file the running configuration reads when it is
 /// built (secrets, CA bundles), changes content. After each attempt the watched set is the
