@@ -81,6 +81,108 @@ fn check_config_reads_local_key_material() {
 }
 
 #[test]
+fn check_config_checks_tls_files_and_warns_about_exposed_plaintext() {
+    use common::pki::Ca;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("server CA");
+    let jwks = TestIssuer::es256("https://a.example.com/", "k1").jwks();
+    let issuers = format!(
+        "issuers:\n  - {{id: a, issuer: 'https://a.example.com/', audiences: [x], keys: {{jwks: {jwks}}}}}\n"
+    );
+    let file = dir.path().join("fedauthz.yaml");
+    let run = |server: &str| {
+        std::fs::write(&file, format!("server:\n{server}{issuers}")).expect("write");
+        let output = fedauthz()
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .expect("run");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let tls = |cert: &Path, key: &Path| {
+        format!(
+            "  grpc_listen: 0.0.0.0:50051\n  tls:\n    certificate_file: {}\n    private_key_file: {}\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let name = file.display();
+
+    // Every unusable file is an error at its field; all are reported in one run.
+    let missing = dir.path().join("missing.crt");
+    let other_key = dir.path().join("other.key");
+    std::fs::write(&other_key, ca.leaf(&["localhost"]).key_pem).expect("write");
+    let admin_dir = dir.path().join("admin");
+    std::fs::create_dir(&admin_dir).expect("dir");
+    let (admin_cert, _) = ca.leaf(&["localhost"]).write(&admin_dir);
+    let (ok, stderr) = run(&format!(
+        "{}  admin_tls:\n    certificate_file: {}\n    private_key_file: {}\n",
+        tls(&missing, &other_key),
+        admin_cert.display(),
+        other_key.display()
+    ));
+    assert!(!ok);
+    for expected in [
+        format!(
+            "{name}: server.tls.certificate_file: {}: cannot read",
+            missing.display()
+        ),
+        format!(
+            "{name}: server.admin_tls.private_key_file: {}: the private key does not match the certificate in {}",
+            other_key.display(),
+            admin_cert.display()
+        ),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+
+    // An expired certificate is refused.
+    let expired = ca.leaf_valid(&["localhost"], common::now() - 7200, common::now() - 60);
+    let (cert, key) = expired.write(dir.path());
+    let (ok, stderr) = run(&tls(&cert, &key));
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "{name}: server.tls.certificate_file: {}: the certificate expired at",
+            cert.display()
+        )),
+        "{stderr}"
+    );
+
+    // One that expires within 7 days passes, with a warning.
+    let soon = ca.leaf_valid(
+        &["localhost"],
+        common::now() - 7200,
+        common::now() + 2 * 86_400,
+    );
+    let (cert, key) = soon.write(dir.path());
+    let (ok, stderr) = run(&tls(&cert, &key));
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!("fedauthz: warning: {name}: server.tls.certificate_file: {}: the certificate expires in ", cert.display())),
+        "{stderr}"
+    );
+
+    // Plaintext on a non-loopback address: a warning, unless a mesh carries mTLS.
+    let (ok, stderr) = run("  grpc_listen: 0.0.0.0:50051\n");
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!("fedauthz: warning: {name}: server.grpc_listen: 0.0.0.0:50051 is not a loopback address and the listener is plaintext")),
+        "{stderr}"
+    );
+    let (ok, stderr) = run("  grpc_listen: 0.0.0.0:50051\n  mesh_mtls: true\n");
+    assert!(ok && !stderr.contains("warning"), "{stderr}");
+    let (ok, stderr) = run("  grpc_listen: 127.0.0.1:50051\n");
+    assert!(ok && !stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
 fn the_shipped_example_config_is_valid() {
     let output = fedauthz()
         .arg("check-config")

@@ -25,6 +25,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
 const ENVOY_EXAMPLE: &str = include_str!("../deploy/envoy/envoy.yaml");
+const ENVOY_MTLS: &str = include_str!("../deploy/envoy/envoy-mtls.yaml");
 const AUD: &str = "orders-api";
 
 // ---------------------------------------------------------------------------------------------
@@ -388,6 +389,15 @@ async fn start_fedauthz(config: &Path, grpc: SocketAddr) -> Process {
 
 /// [`start_fedauthz`] with more environment variables.
 async fn start_fedauthz_with(config: &Path, grpc: SocketAddr, env: &[(&str, &str)]) -> Process {
+    start_fedauthz_admin(config, grpc, env).await.0
+}
+
+/// [`start_fedauthz_with`], also handing back the admin address (plaintext).
+async fn start_fedauthz_admin(
+    config: &Path,
+    grpc: SocketAddr,
+    env: &[(&str, &str)],
+) -> (Process, SocketAddr) {
     let mut process = Process::spawn(
         Command::new(env!("CARGO_BIN_EXE_fedauthz"))
             .arg("serve")
@@ -406,7 +416,7 @@ async fn start_fedauthz_with(config: &Path, grpc: SocketAddr, env: &[(&str, &str
         .and_then(|a| a.parse().ok())
         .expect("admin address in the listening line");
     wait_http(admin, "/readyz", "fedauthz").await;
-    process
+    (process, admin)
 }
 
 /// Envoy (one worker) on `config`, its stdout (the access log) to `stdout`, once its admin
@@ -934,9 +944,15 @@ fn every_shipped_envoy_config_validates() {
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
         }
+        // Files the config names under /etc/envoy/ must exist for Envoy to validate it.
+        let files = tempfile::tempdir().expect("tempdir");
+        let yaml = std::fs::read_to_string(&path).expect("read config");
+        let (yaml, _) = with_envoy_files(&yaml, files.path(), &EnvoyFiles::generated());
+        let validated = files.path().join("envoy.yaml");
+        std::fs::write(&validated, yaml).expect("write config");
         let output = Command::new(&envoy)
             .args(["--mode", "validate", "-l", "error", "-c"])
-            .arg(&path)
+            .arg(&validated)
             .output()
             .expect("run envoy --mode validate");
         assert!(
@@ -1143,4 +1159,246 @@ async fn a_cookie_credential_is_taken_out_of_the_cookie_header_upstream() {
             "{protocol:?}: the token reached upstream"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// mTLS between Envoy and fedauthz (deploy/envoy/envoy-mtls.yaml).
+
+const ENVOY_ID: &str = "spiffe://cluster.local/ns/gateways/sa/envoy";
+
+/// What Envoy's TLS files under `/etc/envoy/` hold.
+struct EnvoyFiles {
+    /// The client certificate (`None`: the config's `tls_certificates` entry is dropped).
+    client: Option<common::pki::Leaf>,
+    /// The CA Envoy trusts for fedauthz's certificate.
+    trusted_ca: String,
+}
+
+impl EnvoyFiles {
+    /// Throwaway files that satisfy `envoy --mode validate`.
+    fn generated() -> Self {
+        let ca = common::pki::Ca::new("validation");
+        Self {
+            client: Some(ca.leaf(&[ENVOY_ID])),
+            trusted_ca: ca.pem,
+        }
+    }
+}
+
+/// `yaml` with every `/etc/envoy/` path moved under `dir`, where `files` are written; returns
+/// the config and how many paths were moved.
+fn with_envoy_files(yaml: &str, dir: &Path, files: &EnvoyFiles) -> (String, usize) {
+    let mut yaml = yaml.to_owned();
+    if files.client.is_none() {
+        let start = yaml
+            .find("          tls_certificates:\n")
+            .expect("tls_certificates");
+        let end = yaml[start..]
+            .find("          validation_context:")
+            .map(|at| start + at)
+            .expect("validation_context follows");
+        yaml.replace_range(start..end, "");
+    }
+    let moved = yaml.matches("/etc/envoy/").count();
+    let root = format!("{}/", dir.display());
+    for (file, text) in [
+        (
+            "fedauthz-client/tls.crt",
+            files.client.as_ref().map(|c| c.cert_pem.clone()),
+        ),
+        (
+            "fedauthz-client/tls.key",
+            files.client.as_ref().map(|c| c.key_pem.clone()),
+        ),
+        ("fedauthz-ca/ca.crt", Some(files.trusted_ca.clone())),
+    ] {
+        if let Some(text) = text {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+            std::fs::write(path, text).expect("write Envoy file");
+        }
+    }
+    (yaml.replace("/etc/envoy/", &root), moved)
+}
+
+/// The shipped mTLS example with its ports replaced and its files under `dir`.
+fn mtls_envoy_yaml(ports: [u16; 4], dir: &Path, files: &EnvoyFiles) -> String {
+    let mut yaml = ENVOY_MTLS.to_owned();
+    for (from, to) in [10000, 9901, 50051, 8080].into_iter().zip(ports) {
+        let from = format!("port_value: {from} ");
+        assert_eq!(
+            yaml.matches(&from).count(),
+            1,
+            "envoy-mtls.yaml: `{from}` once"
+        );
+        yaml = yaml.replace(&from, &format!("port_value: {to} "));
+    }
+    let (yaml, moved) = with_envoy_files(&yaml, dir, files);
+    // The CA, plus the client certificate and key when there is one.
+    let expected = if files.client.is_some() { 3 } else { 1 };
+    assert_eq!(moved, expected, "envoy-mtls.yaml names its files under /etc/envoy/");
+    yaml
+}
+
+async fn fedauthz_metric(admin: SocketAddr, series: &str) -> i64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn envoy_over_mtls_is_checked_and_every_refused_handshake_fails_closed() {
+    use common::pki::Ca;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_ca = Ca::new("fedauthz server CA");
+    let client_ca = Ca::new("gateway client CA");
+    let issuer = TestIssuer::es256("https://partners.example.com/", "b-key-1");
+
+    let tls_dir = dir.path().join("fedauthz-tls");
+    std::fs::create_dir(&tls_dir).expect("dir");
+    let (cert, key) = server_ca.leaf(&["localhost", "127.0.0.1"]).write(&tls_dir);
+    let client_ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&client_ca_file, &client_ca.pem).expect("write CA");
+    let config = dir.path().join("fedauthz.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  tls:\n    certificate_file: {}\n    private_key_file: {}\n    client_certificates:\n      ca_file: {}\n      allowed_identities: {{uris: ['{ENVOY_ID}']}}\nissuers:\n  - {{id: partners, issuer: '{}', audiences: [{AUD}], keys: {{jwks: {}}}}}\nroutes:\n  - {{name: gateway, match: {{callers: ['{ENVOY_ID}']}}}}\n",
+            cert.display(),
+            key.display(),
+            client_ca_file.display(),
+            issuer.iss,
+            issuer.jwks()
+        ),
+    )
+    .expect("write config");
+    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (mut fedauthz, fedauthz_admin) = start_fedauthz_admin(&config, grpc, &[]).await;
+    let echo = Echo::start().await;
+    let token = issuer.token("alice", AUD);
+    let client = reqwest::Client::new();
+
+    // One Envoy per setup; each answers one request with a token and one without.
+    let run = |name: &'static str, files: EnvoyFiles| {
+        let (dir, echo_port, client) = (dir.path().to_path_buf(), echo.addr.port(), client.clone());
+        let token = token.clone();
+        async move {
+            let envoy_dir = dir.join(name);
+            std::fs::create_dir(&envoy_dir).expect("dir");
+            let (listener, admin) = (free_port(), free_port());
+            let yaml = mtls_envoy_yaml(
+                [listener, admin, grpc.port(), echo_port],
+                &envoy_dir,
+                &files,
+            );
+            let envoy_config = envoy_dir.join("envoy.yaml");
+            std::fs::write(&envoy_config, yaml).expect("write Envoy config");
+            let mut envoy = start_envoy(
+                &envoy_config,
+                SocketAddr::from(([127, 0, 0, 1], admin)),
+                Stdio::null(),
+            )
+            .await;
+            let get = |request_id: &str, token: Option<&str>| {
+                let mut request = client
+                    .get(format!("http://127.0.0.1:{listener}/orders"))
+                    .header("x-request-id", request_id);
+                if let Some(token) = token {
+                    request = request.header("authorization", format!("Bearer {token}"));
+                }
+                request.send()
+            };
+            let with_token = get(&format!("{name}-token"), Some(&token))
+                .await
+                .expect("GET");
+            let with_token = (
+                with_token.status().as_u16(),
+                with_token.headers().get("www-authenticate").cloned(),
+            );
+            let without = get(&format!("{name}-none"), None).await.expect("GET");
+            let without = (
+                without.status().as_u16(),
+                without.headers().get("www-authenticate").cloned(),
+            );
+            let stderr = envoy.stderr();
+            drop(envoy);
+            (with_token, without, stderr)
+        }
+    };
+
+    // Envoy with its client certificate and fedauthz's CA: checked like any other call.
+    let trusted = run(
+        "trusted",
+        EnvoyFiles {
+            client: Some(client_ca.leaf(&[ENVOY_ID])),
+            trusted_ca: server_ca.pem.clone(),
+        },
+    )
+    .await;
+    assert_eq!(trusted.0.0, 200, "allowed through mTLS: {}", trusted.2);
+    let upstream = echo.seen("trusted-token").expect("reached upstream");
+    assert_eq!(upstream.values("x-auth-subject"), ["alice"]);
+    assert!(upstream.values("authorization").is_empty());
+    assert_eq!(trusted.1.0, 401);
+    assert!(trusted.1.1.is_some(), "a denial carries its challenge");
+    assert!(echo.seen("trusted-none").is_none());
+
+    // Refused setups: Envoy gets no decision, fails closed with 403, the upstream sees nothing,
+    // and fedauthz counts why.
+    let refused = [
+        (
+            "wrong-identity",
+            EnvoyFiles {
+                client: Some(client_ca.leaf(&["spiffe://cluster.local/ns/apps/sa/web"])),
+                trusted_ca: server_ca.pem.clone(),
+            },
+            "client_identity_not_allowed",
+        ),
+        (
+            "foreign-client-ca",
+            EnvoyFiles {
+                client: Some(Ca::new("rogue").leaf(&[ENVOY_ID])),
+                trusted_ca: server_ca.pem.clone(),
+            },
+            "client_certificate_untrusted",
+        ),
+        (
+            "no-client-certificate",
+            EnvoyFiles {
+                client: None,
+                trusted_ca: server_ca.pem.clone(),
+            },
+            "no_client_certificate",
+        ),
+        (
+            // fedauthz's certificate is not one Envoy trusts.
+            "untrusted-server",
+            EnvoyFiles {
+                client: Some(client_ca.leaf(&[ENVOY_ID])),
+                trusted_ca: Ca::new("another server CA").pem,
+            },
+            "rejected_by_client",
+        ),
+    ];
+    for (name, files, reason) in refused {
+        let (with_token, without, stderr) = run(name, files).await;
+        assert_eq!(with_token.0, 403, "{name}: fails closed\n{stderr}");
+        assert_eq!(without.0, 403, "{name}: fails closed\n{stderr}");
+        assert!(echo.seen(&format!("{name}-token")).is_none(), "{name}");
+        let series = format!(
+            "fedauthz_tls_handshake_failures_total{{listener=\"grpc\",reason=\"{reason}\"}}"
+        );
+        assert!(
+            fedauthz_metric(fedauthz_admin, &series).await >= 1,
+            "{name}: {series}"
+        );
+    }
+    fedauthz.signal("TERM");
+    assert!(fedauthz.wait_exit().success());
 }
