@@ -1199,7 +1199,7 @@ fn with_envoy_files(yaml: &str, dir: &Path, files: &EnvoyFiles) -> (String, usiz
             .expect("validation_context follows");
         yaml.replace_range(start..end, "");
     }
-    let moved = yaml.matches("/etc/envoy/").count();
+    let moved = yaml.matches("filename: /etc/envoy/").count();
     let root = format!("{}/", dir.display());
     for (file, text) in [
         (
