@@ -3,7 +3,8 @@
 //! against the Kubernetes 1.29 and 1.35 schemas, assertions on what the platform relies on
 //! (security settings, probes, ports, HPA/replicas, CRD objects, NOTES), the values schema
 //! refusing bad values with Helm's own error, and the release binary run exactly as the rendered
-//! Deployment runs it, on the rendered ConfigMap.
+//! Deployment runs it, on the rendered ConfigMap (and, for TLS, on certificates written where the
+//! rendered Secret mounts are).
 //!
 //! scripts/test installs the tools into .tools/ and enables the `helm-e2e` feature.
 
@@ -1014,6 +1015,71 @@ fn notes_print_an_upstream_tls_context_when_the_grpc_listener_speaks_tls() {
     let common = &cluster["transport_socket"]["typed_config"]["common_tls_context"];
     assert!(common["validation_context"].is_object());
     assert!(common.get("tls_certificates").is_none());
+}
+
+/// Envoy itself accepts the cluster and filter NOTES print for a TLS listener: they are put
+/// into a bootstrap (the `/etc/envoy/tls/` files written as generated certificates) and run
+/// through `envoy --mode validate`.
+#[cfg(feature = "envoy-e2e")]
+#[test]
+fn envoy_validates_the_tls_cluster_notes_print() {
+    let envoy = std::env::var_os("FEDAUTHZ_ENVOY").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/envoy"),
+        PathBuf::from,
+    );
+    assert!(envoy.is_file(), "no Envoy at {}", envoy.display());
+    let notes = install_notes(&["-f", &ci("tls").display().to_string()]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = common::pki::Ca::new("envoy test CA");
+    let client = ca.leaf(&["spiffe://cluster.local/ns/gateways/sa/envoy"]);
+    std::fs::write(dir.path().join("fedauthz-ca.crt"), &ca.pem).expect("CA");
+    std::fs::write(dir.path().join("client.crt"), &client.cert_pem).expect("cert");
+    std::fs::write(dir.path().join("client.key"), &client.key_pem).expect("key");
+    let relocated = |block: Value| -> Value {
+        let text = block
+            .to_string()
+            .replace("/etc/envoy/tls/", &format!("{}/", dir.path().display()));
+        serde_json::from_str(&text).expect("JSON")
+    };
+    let clusters = relocated(notes_block(&notes, "clusters:"));
+    let filters = relocated(notes_block(&notes, "http_filters:"));
+    let mut http_filters = filters["http_filters"].as_array().expect("filters").clone();
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    }));
+    let bootstrap = json!({
+        "static_resources": {
+            "listeners": [{
+                "name": "ingress",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 10000}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]
+                        }]},
+                        "http_filters": http_filters
+                    }
+                }]}]
+            }],
+            "clusters": clusters["clusters"]
+        }
+    });
+    let file = dir.path().join("envoy.yaml");
+    std::fs::write(&file, bootstrap.to_string()).expect("write bootstrap");
+    let output = run(Command::new(&envoy)
+        .args(["--mode", "validate", "-l", "error", "-c"])
+        .arg(&file));
+    assert!(
+        output.status.success(),
+        "Envoy refuses the NOTES cluster:\n{}{}\n{bootstrap:#}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
 }
 
 fn free_port() -> u16 {
