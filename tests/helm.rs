@@ -20,6 +20,7 @@ use fedauthz::proto::auth::authorization_client::AuthorizationClient;
 use serde_json::{Value, json};
 
 use common::chart::chart_dir;
+use common::kubelet::KubeletDir;
 use common::process::Process;
 
 /// The Kubernetes versions every rendering is validated against (oldest supported, newest).
@@ -1223,8 +1224,9 @@ async fn the_rendered_configmap_and_args_run_the_real_binary() {
 /// Renders the TLS values on free loopback ports, writes generated certificates where the
 /// Deployment mounts the three TLS Secrets (`/etc/fedauthz/` mapped to a temp dir), and runs
 /// the binary with the container's args: check-config accepts the files without a warning,
-/// the probes answer over HTTPS with the scheme the Deployment names, and gRPC takes the
-/// allow-listed client certificate and refuses others. The chart's paths are the binary's.
+/// the probes answer over HTTPS with the scheme the Deployment names, gRPC takes the
+/// allow-listed client certificate and refuses others, and a renewed Secret (the kubelet's
+/// `..data` swap) is served without a restart. The chart's paths are the binary's.
 #[tokio::test]
 async fn the_rendered_tls_mounts_and_config_serve_tls_with_the_real_binary() {
     let (grpc_port, admin_port) = (free_port(), free_port());
@@ -1242,7 +1244,7 @@ async fn the_rendered_tls_mounts_and_config_serve_tls_with_the_real_binary() {
     let mapped =
         |path: &str| path.replace("/etc/fedauthz/", &format!("{}/", root.path().display()));
     let container = r.container();
-    let dir_of = |volume: &str| {
+    let mount_dir = |volume: &str| {
         let path = container["volumeMounts"]
             .as_array()
             .expect("mounts")
@@ -1250,15 +1252,27 @@ async fn the_rendered_tls_mounts_and_config_serve_tls_with_the_real_binary() {
             .find(|m| m["name"] == volume)
             .and_then(|m| m["mountPath"].as_str())
             .unwrap_or_else(|| panic!("no mount of volume {volume}"));
-        let dir = PathBuf::from(mapped(path));
+        PathBuf::from(mapped(path))
+    };
+    let dir_of = |volume: &str| {
+        let dir = mount_dir(volume);
         std::fs::create_dir_all(&dir).expect("mount dir");
         dir
     };
 
-    // The Secrets' files, as cert-manager would write them.
+    // The Secrets' files, as cert-manager would write them; the gRPC one laid out as the
+    // kubelet mounts a whole Secret (`tls.crt -> ..data/tls.crt`), so it can be renewed below.
     let server_ca = common::pki::Ca::new("fedauthz server CA");
     let server = server_ca.leaf(&["localhost", "127.0.0.1"]);
-    server.write(&dir_of("tls-grpc"));
+    let pair = |leaf: &common::pki::Leaf| {
+        [
+            ("tls.crt", leaf.cert_pem.clone().into_bytes()),
+            ("tls.key", leaf.key_pem.clone().into_bytes()),
+        ]
+    };
+    let files = pair(&server);
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, c)| (*n, c.as_slice())).collect();
+    let mut grpc_secret = KubeletDir::create(&mount_dir("tls-grpc"), &files);
     server.write(&dir_of("tls-admin"));
     let client_ca = common::pki::Ca::new("gateway client CA");
     std::fs::write(dir_of("tls-grpc-client-ca").join("ca.crt"), &client_ca.pem).expect("CA");
@@ -1301,11 +1315,13 @@ async fn the_rendered_tls_mounts_and_config_serve_tls_with_the_real_binary() {
     );
     process.wait_for("fedauthz listening");
 
-    // The probes, with the scheme, path and port the Deployment gives them.
+    // The probes, with the scheme, path and port the Deployment gives them, over HTTP/1.1 as
+    // the kubelet sends them (ALPN http/1.1 only). This client verifies; the kubelet does not.
     let https = reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(server_ca.pem.as_bytes()).expect("CA PEM"),
         )
+        .http1_only()
         .build()
         .expect("client");
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
@@ -1369,6 +1385,29 @@ async fn the_rendered_tls_mounts_and_config_serve_tls_with_the_real_binary() {
         Some(server.der.as_slice()),
         "the certificate of the mounted Secret"
     );
+    // cert-manager renews the Secret and the kubelet swaps `..data`: new connections get the
+    // new certificate, without a restart.
+    let renewed = server_ca.leaf(&["localhost", "127.0.0.1"]);
+    let files = pair(&renewed);
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, c)| (*n, c.as_slice())).collect();
+    grpc_secret.swap(&files);
+    let mut served = None;
+    for _ in 0..100 {
+        let mut fresh = common::pki::TlsClient::new(grpc, &server_ca.pem, Some(&envoy));
+        let answered = fresh.client.check(common::bearer(&token)).await.is_ok();
+        served = fresh.last_server_certificate();
+        if answered && served.as_deref() == Some(renewed.der.as_slice()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        served.as_deref(),
+        Some(renewed.der.as_slice()),
+        "the renewed certificate is served: {}",
+        process.stderr()
+    );
+
     for (name, client) in [
         ("not allow-listed", Some(&stranger)),
         ("no certificate", None),
