@@ -3,7 +3,8 @@
 //! against the Kubernetes 1.29 and 1.35 schemas, assertions on what the platform relies on
 //! (security settings, probes, ports, HPA/replicas, CRD objects, NOTES), the values schema
 //! refusing bad values with Helm's own error, and the release binary run exactly as the rendered
-//! Deployment runs it, on the rendered ConfigMap.
+//! Deployment runs it, on the rendered ConfigMap (and, for TLS, on certificates written where the
+//! rendered Secret mounts are).
 //!
 //! scripts/test installs the tools into .tools/ and enables the `helm-e2e` feature.
 
@@ -19,6 +20,7 @@ use fedauthz::proto::auth::authorization_client::AuthorizationClient;
 use serde_json::{Value, json};
 
 use common::chart::chart_dir;
+use common::kubelet::KubeletDir;
 use common::process::Process;
 
 /// The Kubernetes versions every rendering is validated against (oldest supported, newest).
@@ -72,8 +74,8 @@ fn ci_values() -> Vec<PathBuf> {
         .collect();
     files.sort();
     assert!(
-        files.len() >= 4,
-        "expected the minimal, production, istio and existing values"
+        files.len() >= 5,
+        "expected the minimal, production, istio, existing and tls values"
     );
     files
 }
@@ -509,6 +511,175 @@ fn the_istio_rendering_has_a_custom_policy_and_native_grpc_readiness() {
     );
 }
 
+/// The mount of `volume` and the Secret it mounts, asserting a read-only, whole-Secret
+/// directory mount (no subPath, no items: both would stop the kubelet's updates reaching the
+/// files, and fedauthz re-reads certificates when they change).
+fn secret_mount<'a>(r: &'a Rendering, volume: &str) -> (&'a Value, &'a Value) {
+    let mount = r.container()["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == volume)
+        .unwrap_or_else(|| panic!("no mount of volume {volume}"));
+    assert_eq!(mount["readOnly"], true, "{mount}");
+    assert!(mount.get("subPath").is_none(), "subPath mount: {mount}");
+    let secret = &r.pod()["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == volume)
+        .unwrap_or_else(|| panic!("no volume {volume}"))["secret"];
+    assert!(secret.is_object(), "{volume} is not a Secret volume");
+    assert!(
+        secret.get("items").is_none(),
+        "{volume}: the whole Secret is mounted"
+    );
+    (mount, secret)
+}
+
+#[test]
+fn the_tls_rendering_mounts_whole_secrets_and_configures_both_listeners() {
+    let r = Rendering::new(&["-f", &ci("tls").display().to_string()]);
+    for (volume, path, secret_name) in [
+        ("tls-grpc", "/etc/fedauthz/tls/grpc", "fedauthz-grpc-tls"),
+        (
+            "tls-grpc-client-ca",
+            "/etc/fedauthz/tls/grpc-client-ca",
+            "fedauthz-client-ca",
+        ),
+        ("tls-admin", "/etc/fedauthz/tls/admin", "fedauthz-admin-tls"),
+    ] {
+        let (mount, secret) = secret_mount(&r, volume);
+        assert_eq!(mount["mountPath"], path);
+        assert_eq!(secret["secretName"], secret_name);
+    }
+
+    // The config names the mounted files, with the client CA and the allow-list.
+    let config = r.config();
+    let server = &config["server"];
+    assert_eq!(
+        server["tls"],
+        json!({
+            "certificate_file": "/etc/fedauthz/tls/grpc/tls.crt",
+            "private_key_file": "/etc/fedauthz/tls/grpc/tls.key",
+            "client_certificates": {
+                "ca_file": "/etc/fedauthz/tls/grpc-client-ca/ca.crt",
+                "mode": "required",
+                "allowed_identities": {
+                    "uris": ["spiffe://cluster.local/ns/gateways/sa/envoy"],
+                    "dns_names": []
+                }
+            }
+        })
+    );
+    assert_eq!(
+        server["admin_tls"],
+        json!({
+            "certificate_file": "/etc/fedauthz/tls/admin/tls.crt",
+            "private_key_file": "/etc/fedauthz/tls/admin/tls.key"
+        }),
+        "no admin client certificates: kubelet probes present none"
+    );
+    assert!(server.get("mesh_mtls").is_none());
+
+    // Probes over HTTPS (the kubelet does not verify them), still on the admin port.
+    let container = r.container();
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+        assert_eq!(container[probe]["httpGet"]["port"], "http-admin", "{probe}");
+    }
+
+    // Prometheus scrapes https, verifying the Service's name against the given CA.
+    let endpoint = &r.get("ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(
+        endpoint["tlsConfig"],
+        json!({
+            "ca": {"secret": {"name": "fedauthz-admin-tls", "key": "ca.crt"}},
+            "serverName": "t-fedauthz.authz.svc.cluster.local"
+        })
+    );
+
+    // The Service still declares gRPC.
+    let ports = r.get("Service")["spec"]["ports"].as_array().expect("ports");
+    assert_eq!(ports[0]["appProtocol"], "grpc");
+
+    // A serverName of the user's own wins.
+    let r = Rendering::new(&[
+        "-f",
+        &ci("tls").display().to_string(),
+        "--set",
+        "metrics.serviceMonitor.tlsConfig.serverName=fedauthz.example",
+    ]);
+    assert_eq!(
+        r.get("ServiceMonitor")["spec"]["endpoints"][0]["tlsConfig"]["serverName"],
+        "fedauthz.example"
+    );
+
+    // gRPC TLS alone: no client CA mount, no client_certificates, plain admin.
+    let r = Rendering::new(&[
+        "--set",
+        "tls.grpc.enabled=true,tls.grpc.secretName=grpc-tls",
+    ]);
+    let config = r.config();
+    assert!(config["server"]["tls"].get("client_certificates").is_none());
+    assert!(config["server"].get("admin_tls").is_none());
+    let names: Vec<&str> = r.pod()["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(names.contains(&"tls-grpc"));
+    assert!(!names.contains(&"tls-grpc-client-ca") && !names.contains(&"tls-admin"));
+    assert!(
+        r.container()["readinessProbe"]["httpGet"]
+            .get("scheme")
+            .is_none()
+    );
+}
+
+#[test]
+fn plaintext_grpc_is_declared_behind_istio_and_warned_about_otherwise() {
+    // The defaults: no TLS, no mesh; fedauthz warns about its plaintext listener.
+    let r = Rendering::new(&[]);
+    let config = fedauthz::config::parse_yaml(
+        r.get("ConfigMap")["data"]["config.yaml"]
+            .as_str()
+            .expect("config.yaml"),
+        "config.yaml",
+    )
+    .expect("config");
+    assert!(config.server.tls.is_none() && config.server.admin_tls.is_none());
+    assert!(!config.server.mesh_mtls);
+    let warnings = fedauthz::server::tls::prepare(&config.server, 0)
+        .expect("no TLS files to load")
+        .warnings;
+    assert!(
+        warnings.iter().any(|w| w.to_string().contains("plaintext")),
+        "{warnings:?}"
+    );
+    for probe in ["startupProbe", "livenessProbe"] {
+        assert!(r.container()[probe]["httpGet"].get("scheme").is_none());
+    }
+
+    // istio.meshMtls: plaintext on purpose, no warning.
+    let r = Rendering::new(&["-f", &ci("istio").display().to_string()]);
+    assert_eq!(r.config()["server"]["mesh_mtls"], true);
+    let config = fedauthz::config::parse_yaml(
+        r.get("ConfigMap")["data"]["config.yaml"]
+            .as_str()
+            .expect("config.yaml"),
+        "config.yaml",
+    )
+    .expect("config");
+    assert!(config.server.tls.is_none());
+    let warnings = fedauthz::server::tls::prepare(&config.server, 0)
+        .expect("no TLS files to load")
+        .warnings;
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
 #[test]
 fn existing_objects_are_referenced_not_rendered_and_envoy_gateway_is_wired() {
     let r = Rendering::new(&["-f", &ci("existing").display().to_string()]);
@@ -566,6 +737,10 @@ fn the_schema_refuses_misspelt_values_and_wrong_types_with_helms_error() {
         ),
         (vec!["--set", "probes.type=tcp"], "at '/probes/type'"),
         (
+            vec!["--set", "tls.grpc.clientCA.mode=sometimes"],
+            "at '/tls/grpc/clientCA/mode'",
+        ),
+        (
             vec!["--set", "config.default_decisoin=allow"],
             "additional properties 'default_decisoin' not allowed",
         ),
@@ -594,10 +769,73 @@ fn the_schema_refuses_misspelt_values_and_wrong_types_with_helms_error() {
 
 #[test]
 fn template_rules_refuse_settings_the_chart_owns_or_cannot_honour() {
+    let tls_values = ci("tls").display().to_string();
     let cases = [
         (
             vec!["--set", "config.server.grpc_listen=0.0.0.0:1"],
             "config.server.grpc_listen/admin_listen: the chart sets the listeners",
+        ),
+        (
+            vec![
+                "--set",
+                "config.server.tls.certificate_file=/a.crt,config.server.tls.private_key_file=/a.key",
+            ],
+            "config.server.tls/admin_tls/mesh_mtls: the chart sets them",
+        ),
+        (
+            vec![
+                "--set",
+                "config.server.admin_tls.certificate_file=/a.crt,config.server.admin_tls.private_key_file=/a.key",
+            ],
+            "config.server.tls/admin_tls/mesh_mtls: the chart sets them",
+        ),
+        (
+            vec!["--set", "config.server.mesh_mtls=true"],
+            "use tls.grpc, tls.admin and istio.meshMtls instead",
+        ),
+        (
+            vec!["--set", "tls.grpc.enabled=true"],
+            "tls.grpc.secretName: name the kubernetes.io/tls Secret",
+        ),
+        (
+            vec!["--set", "tls.admin.enabled=true"],
+            "tls.admin.secretName: name the kubernetes.io/tls Secret",
+        ),
+        (
+            // The rules hold with an existing ConfigMap too (the mounts still depend on them).
+            vec![
+                "--set",
+                "existingConfigMap=mine",
+                "--set",
+                "tls.grpc.enabled=true",
+            ],
+            "tls.grpc.secretName: name the kubernetes.io/tls Secret",
+        ),
+        (
+            vec!["--set", "tls.grpc.clientCA.secretName=ca"],
+            "tls.grpc.clientCA.secretName: client certificates need tls.grpc.enabled",
+        ),
+        (
+            vec![
+                "--set",
+                "tls.grpc.enabled=true,tls.grpc.secretName=grpc-tls",
+                "--set",
+                "tls.grpc.clientCA.allowedIdentities.uris[0]=spiffe://cluster.local/ns/a/sa/b",
+            ],
+            "an allow-list needs client certificates",
+        ),
+        (
+            vec![
+                "--set",
+                "tls.grpc.enabled=true,tls.grpc.secretName=grpc-tls",
+                "--set",
+                "istio.meshMtls=true",
+            ],
+            "tls.grpc.enabled and istio.meshMtls: choose one",
+        ),
+        (
+            vec!["-f", &tls_values, "--set", "probes.type=grpc"],
+            "the kubelet's gRPC probe speaks no TLS",
         ),
         (
             vec!["--set", "podDisruptionBudget.minAvailable=1"],
@@ -718,6 +956,131 @@ fn notes_print_the_istio_provider_the_policy_and_the_envoy_cluster() {
     let notes = install_notes(&["-f", &ci("istio").display().to_string()]);
     assert!(!notes.contains("WARNING"));
     assert!(notes.contains("this release rendered one:\norders/t-fedauthz"));
+}
+
+#[test]
+fn notes_print_an_upstream_tls_context_when_the_grpc_listener_speaks_tls() {
+    let cluster_of = |notes: &str| notes_block(notes, "clusters:")["clusters"][0].clone();
+    let fqdn = "t-fedauthz.authz.svc.cluster.local";
+
+    // Plaintext by default: no transport socket.
+    assert!(
+        cluster_of(&install_notes(&[]))
+            .get("transport_socket")
+            .is_none()
+    );
+
+    // mTLS: the server is verified by name, Envoy presents its client certificate.
+    let notes = install_notes(&["-f", &ci("tls").display().to_string()]);
+    assert!(
+        notes.contains("spiffe://cluster.local/ns/gateways/sa/envoy"),
+        "NOTES name the identity Envoy's certificate needs:\n{notes}"
+    );
+    let cluster = cluster_of(&notes);
+    let socket = &cluster["transport_socket"];
+    assert_eq!(socket["name"], "envoy.transport_sockets.tls");
+    let context = &socket["typed_config"];
+    assert_eq!(
+        context["@type"],
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+    );
+    assert_eq!(context["sni"], fqdn);
+    let common = &context["common_tls_context"];
+    assert_eq!(common["alpn_protocols"], json!(["h2"]));
+    let validation = &common["validation_context"];
+    assert!(validation["trusted_ca"]["filename"].is_string());
+    assert_eq!(
+        validation["match_typed_subject_alt_names"],
+        json!([{"san_type": "DNS", "matcher": {"exact": fqdn}}])
+    );
+    let client = &common["tls_certificates"][0];
+    assert!(client["certificate_chain"]["filename"].is_string());
+    assert!(client["private_key"]["filename"].is_string());
+    // Still an HTTP/2 cluster to the same address.
+    assert!(
+        cluster["typed_extension_protocol_options"]
+            .to_string()
+            .contains("http2_protocol_options")
+    );
+    let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"];
+    assert_eq!(address["address"], fqdn);
+    assert!(notes.contains("DestinationRule"));
+
+    // TLS without client certificates: no tls_certificates.
+    let notes = install_notes(&[
+        "--set",
+        "tls.grpc.enabled=true,tls.grpc.secretName=grpc-tls",
+    ]);
+    let cluster = cluster_of(&notes);
+    let common = &cluster["transport_socket"]["typed_config"]["common_tls_context"];
+    assert!(common["validation_context"].is_object());
+    assert!(common.get("tls_certificates").is_none());
+}
+
+/// Envoy itself accepts the cluster and filter NOTES print for a TLS listener: they are put
+/// into a bootstrap (the `/etc/envoy/tls/` files written as generated certificates) and run
+/// through `envoy --mode validate`.
+#[cfg(feature = "envoy-e2e")]
+#[test]
+fn envoy_validates_the_tls_cluster_notes_print() {
+    let envoy = std::env::var_os("FEDAUTHZ_ENVOY").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/envoy"),
+        PathBuf::from,
+    );
+    assert!(envoy.is_file(), "no Envoy at {}", envoy.display());
+    let notes = install_notes(&["-f", &ci("tls").display().to_string()]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = common::pki::Ca::new("envoy test CA");
+    let client = ca.leaf(&["spiffe://cluster.local/ns/gateways/sa/envoy"]);
+    std::fs::write(dir.path().join("fedauthz-ca.crt"), &ca.pem).expect("CA");
+    std::fs::write(dir.path().join("client.crt"), &client.cert_pem).expect("cert");
+    std::fs::write(dir.path().join("client.key"), &client.key_pem).expect("key");
+    let relocated = |block: Value| -> Value {
+        let text = block
+            .to_string()
+            .replace("/etc/envoy/tls/", &format!("{}/", dir.path().display()));
+        serde_json::from_str(&text).expect("JSON")
+    };
+    let clusters = relocated(notes_block(&notes, "clusters:"));
+    let filters = relocated(notes_block(&notes, "http_filters:"));
+    let mut http_filters = filters["http_filters"].as_array().expect("filters").clone();
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    }));
+    let bootstrap = json!({
+        "static_resources": {
+            "listeners": [{
+                "name": "ingress",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 10000}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "all", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]
+                        }]},
+                        "http_filters": http_filters
+                    }
+                }]}]
+            }],
+            "clusters": clusters["clusters"]
+        }
+    });
+    let file = dir.path().join("envoy.yaml");
+    std::fs::write(&file, bootstrap.to_string()).expect("write bootstrap");
+    let output = run(Command::new(&envoy)
+        .args(["--mode", "validate", "-l", "error", "-c"])
+        .arg(&file));
+    assert!(
+        output.status.success(),
+        "Envoy refuses the NOTES cluster:\n{}{}\n{bootstrap:#}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
 }
 
 fn free_port() -> u16 {
@@ -856,6 +1219,208 @@ async fn the_rendered_configmap_and_args_run_the_real_binary() {
         serde_json::from_str::<Value>(first).is_ok(),
         "not JSON: {first}"
     );
+}
+
+/// Renders the TLS values on free loopback ports, writes generated certificates where the
+/// Deployment mounts the three TLS Secrets (`/etc/fedauthz/` mapped to a temp dir), and runs
+/// the binary with the container's args: check-config accepts the files without a warning,
+/// the probes answer over HTTPS with the scheme the Deployment names, gRPC takes the
+/// allow-listed client certificate and refuses others, and a renewed Secret (the kubelet's
+/// `..data` swap) is served without a restart. The chart's paths are the binary's.
+#[tokio::test]
+async fn the_rendered_tls_mounts_and_config_serve_tls_with_the_real_binary() {
+    let (grpc_port, admin_port) = (free_port(), free_port());
+    let r = Rendering::new(&[
+        "-f",
+        &ci("tls").display().to_string(),
+        "--set",
+        &format!("ports.grpc={grpc_port}"),
+        "--set",
+        &format!("ports.admin={admin_port}"),
+        "--set",
+        "listenAddress=127.0.0.1",
+    ]);
+    let root = tempfile::tempdir().expect("tempdir");
+    let mapped =
+        |path: &str| path.replace("/etc/fedauthz/", &format!("{}/", root.path().display()));
+    let container = r.container();
+    let mount_dir = |volume: &str| {
+        let path = container["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["name"] == volume)
+            .and_then(|m| m["mountPath"].as_str())
+            .unwrap_or_else(|| panic!("no mount of volume {volume}"));
+        PathBuf::from(mapped(path))
+    };
+    let dir_of = |volume: &str| {
+        let dir = mount_dir(volume);
+        std::fs::create_dir_all(&dir).expect("mount dir");
+        dir
+    };
+
+    // The Secrets' files, as cert-manager would write them; the gRPC one laid out as the
+    // kubelet mounts a whole Secret (`tls.crt -> ..data/tls.crt`), so it can be renewed below.
+    let server_ca = common::pki::Ca::new("fedauthz server CA");
+    let server = server_ca.leaf(&["localhost", "127.0.0.1"]);
+    let pair = |leaf: &common::pki::Leaf| {
+        [
+            ("tls.crt", leaf.cert_pem.clone().into_bytes()),
+            ("tls.key", leaf.key_pem.clone().into_bytes()),
+        ]
+    };
+    let files = pair(&server);
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, c)| (*n, c.as_slice())).collect();
+    let mut grpc_secret = KubeletDir::create(&mount_dir("tls-grpc"), &files);
+    server.write(&dir_of("tls-admin"));
+    let client_ca = common::pki::Ca::new("gateway client CA");
+    std::fs::write(dir_of("tls-grpc-client-ca").join("ca.crt"), &client_ca.pem).expect("CA");
+    let envoy = client_ca.leaf(&["spiffe://cluster.local/ns/gateways/sa/envoy"]);
+    let stranger = client_ca.leaf(&["spiffe://cluster.local/ns/other/sa/default"]);
+    let issuer = common::TestIssuer::rs256("https://issuer.ci.example", "ci-1");
+    std::fs::write(
+        dir_of("secrets").join("jwks.json"),
+        issuer.jwks().to_string(),
+    )
+    .expect("jwks");
+    let config_file = dir_of("config").join("config.yaml");
+    let config_text = r.get("ConfigMap")["data"]["config.yaml"]
+        .as_str()
+        .expect("config.yaml");
+    std::fs::write(&config_file, mapped(config_text)).expect("write config");
+
+    // check-config loads every TLS file the chart names, and has nothing to warn about.
+    let check = run(Command::new(env!("CARGO_BIN_EXE_fedauthz"))
+        .arg("check-config")
+        .arg(&config_file));
+    assert!(
+        check.status.success(),
+        "check-config: {}{}",
+        text(&check.stdout),
+        text(&check.stderr)
+    );
+    assert!(
+        !text(&check.stderr).contains("warning"),
+        "{}",
+        text(&check.stderr)
+    );
+
+    let args: Vec<String> = args_of(container).iter().map(|a| mapped(a)).collect();
+    let mut process = Process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_fedauthz"))
+            .args(&args)
+            .env_clear()
+            .env("RUST_LOG", "info"),
+    );
+    process.wait_for("fedauthz listening");
+
+    // The probes, with the scheme, path and port the Deployment gives them, over HTTP/1.1 as
+    // the kubelet sends them (ALPN http/1.1 only). This client verifies; the kubelet does not.
+    let https = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(server_ca.pem.as_bytes()).expect("CA PEM"),
+        )
+        .http1_only()
+        .build()
+        .expect("client");
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["scheme"], "HTTPS", "{probe}");
+        assert_eq!(get["port"], "http-admin", "{probe}");
+        let url = format!(
+            "https://127.0.0.1:{admin_port}{}",
+            get["path"].as_str().expect("path")
+        );
+        let mut status = 0;
+        for _ in 0..100 {
+            status = https
+                .get(&url)
+                .send()
+                .await
+                .map_or(0, |response| response.status().as_u16());
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, 200, "{probe} {url}: {}", process.stderr());
+    }
+    let metrics = https
+        .get(format!("https://127.0.0.1:{admin_port}/metrics"))
+        .send()
+        .await
+        .expect("metrics over HTTPS");
+    assert_eq!(metrics.status(), 200);
+    // Plain HTTP gets no answer from the TLS admin listener.
+    let plain = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    assert_ne!(
+        tokio::time::timeout(Duration::from_secs(5), common::http_get(plain, "/healthz"))
+            .await
+            .map_or(0, |(status, _)| status),
+        200
+    );
+
+    // gRPC: the allow-listed identity is answered, another certificate of the same CA and a
+    // caller without one are refused in the handshake.
+    let grpc = SocketAddr::from(([127, 0, 0, 1], grpc_port));
+    let mut claims = issuer.claims("alice", "orders-api");
+    claims.insert("scope".into(), json!("orders:read"));
+    let token = issuer.sign(&claims, json!({}));
+    let mut allowed = common::pki::TlsClient::new(grpc, &server_ca.pem, Some(&envoy));
+    let response = allowed
+        .client
+        .check(common::bearer(&token))
+        .await
+        .expect("check over mTLS")
+        .into_inner();
+    assert_eq!(
+        common::denied_status(&response),
+        0,
+        "allow: {}",
+        common::reason(&response)
+    );
+    assert_eq!(
+        allowed.last_server_certificate().as_deref(),
+        Some(server.der.as_slice()),
+        "the certificate of the mounted Secret"
+    );
+    // cert-manager renews the Secret and the kubelet swaps `..data`: new connections get the
+    // new certificate, without a restart.
+    let renewed = server_ca.leaf(&["localhost", "127.0.0.1"]);
+    let files = pair(&renewed);
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, c)| (*n, c.as_slice())).collect();
+    grpc_secret.swap(&files);
+    let mut served = None;
+    for _ in 0..100 {
+        let mut fresh = common::pki::TlsClient::new(grpc, &server_ca.pem, Some(&envoy));
+        let answered = fresh.client.check(common::bearer(&token)).await.is_ok();
+        served = fresh.last_server_certificate();
+        if answered && served.as_deref() == Some(renewed.der.as_slice()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        served.as_deref(),
+        Some(renewed.der.as_slice()),
+        "the renewed certificate is served: {}",
+        process.stderr()
+    );
+
+    for (name, client) in [
+        ("not allow-listed", Some(&stranger)),
+        ("no certificate", None),
+    ] {
+        let mut refused = common::pki::TlsClient::new(grpc, &server_ca.pem, client);
+        assert!(
+            refused.client.check(common::bearer(&token)).await.is_err(),
+            "{name}: answered"
+        );
+    }
+
+    process.signal("TERM");
+    assert!(process.wait_exit().success());
 }
 
 #[test]

@@ -43,6 +43,15 @@ fn positive() -> Value {
     json!({"type": "integer", "minimum": 1})
 }
 
+/// The name of a Secret, or "" for none.
+fn secret_name_or_empty() -> Value {
+    json!({"type": "string", "pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$"})
+}
+
+fn string_list() -> Value {
+    json!({"type": "array", "items": {"type": "string", "minLength": 1}})
+}
+
 fn int_or_percent_or_null() -> Value {
     json!({"oneOf": [
         {"type": "integer", "minimum": 0},
@@ -113,6 +122,22 @@ fn overrides() -> Vec<(&'static str, Value)> {
         ("ports.grpc", port()),
         ("ports.admin", port()),
         ("listenAddress", json!({"type": "string", "minLength": 1})),
+        ("tls.grpc.secretName", secret_name_or_empty()),
+        ("tls.grpc.clientCA.secretName", secret_name_or_empty()),
+        (
+            "tls.grpc.clientCA.key",
+            json!({"type": "string", "pattern": "^[-._a-zA-Z0-9]+$"}),
+        ),
+        (
+            "tls.grpc.clientCA.mode",
+            json!({"enum": ["required", "optional"]}),
+        ),
+        ("tls.grpc.clientCA.allowedIdentities.uris", string_list()),
+        (
+            "tls.grpc.clientCA.allowedIdentities.dnsNames",
+            string_list(),
+        ),
+        ("tls.admin.secretName", secret_name_or_empty()),
         (
             "service.type",
             json!({"enum": ["ClusterIP", "NodePort", "LoadBalancer"]}),
@@ -171,6 +196,7 @@ fn overrides() -> Vec<(&'static str, Value)> {
             "metrics.serviceMonitor.metricRelabelings",
             kubernetes_list(),
         ),
+        ("metrics.serviceMonitor.tlsConfig", kubernetes_object()),
         ("networkPolicy.grpcFrom", kubernetes_list()),
         ("networkPolicy.adminFrom", kubernetes_list()),
         (

@@ -72,6 +72,46 @@ app.kubernetes.io/component: ext-authz
 {{- define "fedauthz.configDir" -}}/etc/fedauthz/config{{- end }}
 {{- define "fedauthz.configFile" -}}/etc/fedauthz/config/config.yaml{{- end }}
 {{- define "fedauthz.secretsDir" -}}/etc/fedauthz/secrets{{- end }}
+{{- define "fedauthz.grpcTlsDir" -}}/etc/fedauthz/tls/grpc{{- end }}
+{{- define "fedauthz.grpcClientCADir" -}}/etc/fedauthz/tls/grpc-client-ca{{- end }}
+{{- define "fedauthz.adminTlsDir" -}}/etc/fedauthz/tls/admin{{- end }}
+
+{{/* The TLS values the chart cannot honour; renders nothing (deployment.yaml includes it, so
+the rules hold with existingConfigMap too). */}}
+{{- define "fedauthz.validateTls" -}}
+{{- with .Values.tls }}
+{{- if and .grpc.enabled (not .grpc.secretName) }}
+{{- fail "tls.grpc.secretName: name the kubernetes.io/tls Secret (tls.crt, tls.key) when tls.grpc.enabled" }}
+{{- end }}
+{{- if and .admin.enabled (not .admin.secretName) }}
+{{- fail "tls.admin.secretName: name the kubernetes.io/tls Secret (tls.crt, tls.key) when tls.admin.enabled" }}
+{{- end }}
+{{- if and .grpc.clientCA.secretName (not .grpc.enabled) }}
+{{- fail "tls.grpc.clientCA.secretName: client certificates need tls.grpc.enabled" }}
+{{- end }}
+{{- if and (or .grpc.clientCA.allowedIdentities.uris .grpc.clientCA.allowedIdentities.dnsNames) (not .grpc.clientCA.secretName) }}
+{{- fail "tls.grpc.clientCA.allowedIdentities: an allow-list needs client certificates (tls.grpc.clientCA.secretName)" }}
+{{- end }}
+{{- if and .grpc.enabled $.Values.istio.meshMtls }}
+{{- fail "tls.grpc.enabled and istio.meshMtls: choose one; the sidecars already encrypt, and Istio cannot see the gRPC inside app TLS" }}
+{{- end }}
+{{- if and .grpc.enabled (eq $.Values.probes.type "grpc") }}
+{{- fail "tls.grpc.enabled with probes.type grpc: the kubelet's gRPC probe speaks no TLS; use probes.type http" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* server.tls or server.admin_tls for a listener whose Secret is mounted at `dir`. */}}
+{{- define "fedauthz.tlsConfig" -}}
+{{- $tls := dict "certificate_file" (printf "%s/tls.crt" .dir) "private_key_file" (printf "%s/tls.key" .dir) }}
+{{- with .clientCA }}
+{{- if .secretName }}
+{{- $allowed := dict "uris" .allowedIdentities.uris "dns_names" .allowedIdentities.dnsNames }}
+{{- $_ := set $tls "client_certificates" (dict "ca_file" (printf "%s/%s" $.caDir .key) "mode" .mode "allowed_identities" $allowed) }}
+{{- end }}
+{{- end }}
+{{- toYaml $tls }}
+{{- end }}
 
 {{/* host:port for a listener; IPv6 addresses get brackets. */}}
 {{- define "fedauthz.listen" -}}
@@ -90,8 +130,21 @@ app.kubernetes.io/component: ext-authz
 {{- if or (hasKey $server "grpc_listen") (hasKey $server "admin_listen") }}
 {{- fail "config.server.grpc_listen/admin_listen: the chart sets the listeners; use ports.grpc, ports.admin and listenAddress instead" }}
 {{- end }}
+{{- if or (hasKey $server "tls") (hasKey $server "admin_tls") (hasKey $server "mesh_mtls") }}
+{{- fail "config.server.tls/admin_tls/mesh_mtls: the chart sets them; use tls.grpc, tls.admin and istio.meshMtls instead" }}
+{{- end }}
+{{- include "fedauthz.validateTls" . }}
 {{- $_ := set $server "grpc_listen" (include "fedauthz.listen" (dict "host" .Values.listenAddress "port" .Values.ports.grpc)) }}
 {{- $_ := set $server "admin_listen" (include "fedauthz.listen" (dict "host" .Values.listenAddress "port" .Values.ports.admin)) }}
+{{- if .Values.tls.grpc.enabled }}
+{{- $_ := set $server "tls" (include "fedauthz.tlsConfig" (dict "dir" (include "fedauthz.grpcTlsDir" .) "caDir" (include "fedauthz.grpcClientCADir" .) "clientCA" .Values.tls.grpc.clientCA) | fromYaml) }}
+{{- end }}
+{{- if .Values.tls.admin.enabled }}
+{{- $_ := set $server "admin_tls" (include "fedauthz.tlsConfig" (dict "dir" (include "fedauthz.adminTlsDir" .)) | fromYaml) }}
+{{- end }}
+{{- if .Values.istio.meshMtls }}
+{{- $_ := set $server "mesh_mtls" true }}
+{{- end }}
 {{- $_ := set $config "server" $server }}
 {{- toYaml $config }}
 {{- end }}
