@@ -120,3 +120,33 @@ fn docs_kubernetes_lists_every_chart_value() {
         }
     }
 }
+
+/// rustls panics at first use when it finds two crypto providers and none was installed as
+/// the default; fedauthz's TLS listeners and reqwest's key fetches must share aws-lc-rs, so
+/// `ring` must never enter the shipped binary's dependency graph.
+#[test]
+fn the_binary_compiles_in_exactly_one_rustls_crypto_provider() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["tree", "--locked", "--offline", "-e", "normal,build"])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        output.status.success(),
+        "cargo tree failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let crate_named = |name: &str| {
+        tree.lines()
+            .any(|line| line.split_whitespace().next() == Some(name))
+    };
+    assert!(crate_named("rustls"), "rustls is in the tree:\n{tree}");
+    assert!(crate_named("aws-lc-rs"), "aws-lc-rs is the provider");
+    assert!(
+        !crate_named("ring"),
+        "ring must not be compiled in:\n{tree}"
+    );
+}

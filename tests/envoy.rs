@@ -1236,7 +1236,10 @@ fn mtls_envoy_yaml(ports: [u16; 4], dir: &Path, files: &EnvoyFiles) -> String {
     let (yaml, moved) = with_envoy_files(&yaml, dir, files);
     // The CA, plus the client certificate and key when there is one.
     let expected = if files.client.is_some() { 3 } else { 1 };
-    assert_eq!(moved, expected, "envoy-mtls.yaml names its files under /etc/envoy/");
+    assert_eq!(
+        moved, expected,
+        "envoy-mtls.yaml names its files under /etc/envoy/"
+    );
     yaml
 }
 

@@ -47,7 +47,8 @@ fedauthz-load mint --out DIR [--base FILE] [--pool N] [--unique N]
 fedauthz-load run --target grpc|http --addr HOST:PORT --tokens FILE
                   [--connections N] [--concurrency N] [--rate RPS] [--duration SECS]
                   [--warmup SECS] [--requests N] [--threads N] [--path P] [--host H]
-                  [--expect-status CODE] [--offset N] [--label TEXT]";
+                  [--expect-status CODE] [--offset N] [--label TEXT]
+                  [--ca FILE [--server-name NAME]]   (gRPC over TLS, trusting FILE)";
 
 /// The audience every bench token carries and every bench config accepts.
 const AUDIENCE: &str = "bench-api";
@@ -378,6 +379,8 @@ struct RunSpec {
     label: String,
     tokens_file: String,
     offset: usize,
+    /// gRPC over TLS: the rustls client configuration and the server name to send.
+    tls: Option<(Arc<tokio_rustls::rustls::ClientConfig>, String)>,
 }
 
 /// What every sender adds to.
@@ -458,17 +461,81 @@ async fn http_connect(
     Ok(send)
 }
 
+/// Opens TLS connections for tonic (ALPN h2, the server name given).
+#[derive(Clone)]
+struct TlsConnect {
+    addr: String,
+    config: Arc<tokio_rustls::rustls::ClientConfig>,
+    name: String,
+}
+
+type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+impl tonic::codegen::Service<tonic::codegen::http::Uri> for TlsConnect {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::codegen::http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(&this.addr).await?;
+            tcp.set_nodelay(true)?;
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(this.name)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let tls = tokio_rustls::TlsConnector::from(this.config)
+                .connect(name, tcp)
+                .await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
+    }
+}
+
+/// A TLS client configuration trusting the PEM CA bundle at `path`.
+fn tls_client(path: &str) -> anyhow::Result<Arc<tokio_rustls::rustls::ClientConfig>> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    let pem = std::fs::read(path).with_context(|| format!("read CA {path}"))?;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.with_context(|| format!("{path}: PEM"))?)?;
+    }
+    let mut config = tokio_rustls::rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
 async fn connect(spec: &RunSpec) -> anyhow::Result<Vec<Conn>> {
     let mut conns = Vec::with_capacity(spec.connections);
     for _ in 0..spec.connections {
         conns.push(match spec.target {
             Target::Grpc => {
                 // One Endpoint::connect per connection: each is its own h2 connection.
-                let channel = Endpoint::from_shared(format!("http://{}", spec.addr))?
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await
-                    .with_context(|| format!("connect grpc {}", spec.addr))?;
+                let endpoint =
+                    Endpoint::from_shared(format!("http://{}", spec.addr))?.tcp_nodelay(true);
+                let channel = match &spec.tls {
+                    None => endpoint.connect().await,
+                    Some((config, name)) => {
+                        endpoint
+                            .connect_with_connector(TlsConnect {
+                                addr: spec.addr.clone(),
+                                config: Arc::clone(config),
+                                name: name.clone(),
+                            })
+                            .await
+                    }
+                }
+                .with_context(|| format!("connect grpc {}", spec.addr))?;
                 Conn::Grpc(AuthorizationClient::new(channel))
             }
             Target::Http => Conn::Http(Arc::new(tokio::sync::Mutex::new(Some(
@@ -634,6 +701,13 @@ fn run(flags: &Flags) -> anyhow::Result<()> {
         label: flags.str("label").unwrap_or("").to_owned(),
         tokens_file: flags.required("tokens")?.to_owned(),
         offset: flags.num("offset", 0)?,
+        tls: match flags.str("ca") {
+            Some(ca) => Some((
+                tls_client(ca)?,
+                flags.str("server-name").unwrap_or("localhost").to_owned(),
+            )),
+            None => None,
+        },
     };
     if spec.connections == 0 || spec.concurrency == 0 {
         bail!("--connections and --concurrency must be at least 1");
