@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::kubelet::KubeletDir;
 use common::pki::{Ca, Leaf, TlsClient};
+use common::process::Process;
 use common::{RunningServer, TestIssuer, check_request, denied_status, metadata, reason};
 
 const ENVOY_ID: &str = "spiffe://cluster.local/ns/gateways/sa/envoy";
@@ -381,4 +382,71 @@ async fn a_server_refuses_to_start_on_an_expired_or_mismatched_certificate() {
             && err.contains("does not match the certificate"),
         "{err}"
     );
+}
+
+#[test]
+fn the_binary_logs_a_refused_certificate_with_its_path_and_a_reload_with_the_new_expiry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("server CA");
+    let first = ca.leaf(SERVER_NAMES);
+    let mut mount = KubeletDir::create(
+        &dir.path().join("tls"),
+        &[
+            ("tls.crt", first.cert_pem.as_bytes()),
+            ("tls.key", first.key_pem.as_bytes()),
+        ],
+    );
+    let issuer = TestIssuer::es256("https://idp.example.com/", "k1");
+    let config = dir.path().join("fedauthz.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}  grpc_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n{}",
+            tls_yaml(&mount.path("tls.crt"), &mount.path("tls.key"), None),
+            issuer_yaml(&issuer)
+        ),
+    )
+    .expect("write config");
+    let mut server = Process::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fedauthz"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info"),
+    );
+    let listening = server.wait_for("fedauthz listening");
+    assert!(listening.contains("\"grpc_tls\":true"), "{listening}");
+
+    let other = ca.leaf(SERVER_NAMES);
+    mount.swap(&[
+        ("tls.crt", other.cert_pem.as_bytes()),
+        ("tls.key", first.key_pem.as_bytes()),
+    ]);
+    let refused = server.wait_for("TLS files refused; keeping the running certificate");
+    let line: serde_json::Value = serde_json::from_str(&refused).expect("JSON line");
+    assert_eq!(line["level"], "ERROR");
+    assert_eq!(line["fields"]["listener"], "grpc");
+    assert_eq!(line["fields"]["field"], "server.tls.private_key_file");
+    let problem = line["fields"]["problem"].as_str().expect("problem");
+    assert!(
+        problem.contains(&format!(
+            "{}: the private key does not match",
+            mount.path("tls.key").display()
+        )),
+        "{problem}"
+    );
+    // No key material in the log, only paths.
+    assert!(!server.stderr().contains("PRIVATE KEY"));
+
+    mount.swap(&[
+        ("tls.crt", other.cert_pem.as_bytes()),
+        ("tls.key", other.key_pem.as_bytes()),
+    ]);
+    let reloaded = server.wait_for("TLS certificate reloaded");
+    assert!(
+        reloaded.contains(&format!("\"expires\":{}", other.not_after())),
+        "{reloaded}"
+    );
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
 }

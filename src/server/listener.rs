@@ -213,7 +213,7 @@ async fn accept_loop(tcp: TcpListener, state: TlsState, tx: mpsc::Sender<TlsConn
                         .and_then(|leaf| tls::caller_identity(leaf))
                         .map(Arc::new);
                     match &identity {
-                        Some(identity) => debug!(listener = state.name, %remote,
+                        Some(identity) => info!(listener = state.name, %remote,
                             caller = %identity, "TLS connection from a verified client"),
                         None => debug!(listener = state.name, %remote, "TLS connection"),
                     }
