@@ -390,7 +390,7 @@ fn explain(
         let checked = fedauthz::service::check_detailed(
             &generation.pipeline,
             &request.to_check_request(),
-            None,
+            request.caller.as_ref(),
         )
         .await;
         print!("{}", fedauthz::explain::render(&request, token, &checked));

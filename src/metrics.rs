@@ -1,8 +1,8 @@
 //! Prometheus metrics, served as text on the admin listener at `/metrics`.
 //!
 //! Label values are bounded: decisions, reason codes, issuer ids, fetch result kinds, reload
-//! results, listener names and TLS handshake failure reasons — never subjects, paths or tokens. Key and token-cache metrics are read from the
-//! running configuration at each scrape. Depends on [`crate::pipeline`] (the running
+//! results, listener names and TLS handshake failure reasons — never subjects, paths or tokens.
+//! Key and token-cache metrics are read from the running configuration at each scrape. Depends on [`crate::pipeline`] (the running
 //! generation), [`crate::keys`] and [`crate::verify::cache`] (their counters).
 
 use std::sync::Arc;

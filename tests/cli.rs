@@ -404,6 +404,48 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
 }
 
 #[test]
+fn explain_takes_the_calling_proxys_identity_for_caller_routes() {
+    let issuer = TestIssuer::es256("https://idp.example.com", "k1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.yaml");
+    // The TLS files are read by the server and check-config, not by explain.
+    std::fs::write(
+        &file,
+        format!(
+            "server:\n  tls: {{certificate_file: /tls/tls.crt, private_key_file: /tls/tls.key, client_certificates: {{ca_file: /tls/ca.crt}}}}\nissuers:\n  - {{id: idp, issuer: 'https://idp.example.com', audiences: [orders], keys: {{jwks: {}}}}}\nroutes:\n  - {{name: gateway, match: {{callers: ['spiffe://cluster.local/ns/gateways/*']}}}}\n",
+            issuer.jwks()
+        ),
+    )
+    .expect("write");
+    let token = issuer.token("alice", "orders");
+    let explain = |callers: &[&str]| {
+        let mut command = fedauthz();
+        command
+            .args(["explain", "--config"])
+            .arg(&file)
+            .args(["--token", &token]);
+        for caller in callers {
+            command.args(["--caller", caller]);
+        }
+        let output = command.output().expect("run");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8")
+    };
+    let trace = explain(&["spiffe://cluster.local/ns/gateways/sa/envoy"]);
+    assert!(
+        trace.contains("route:   gateway") && trace.contains("answer:  ALLOW"),
+        "{trace}"
+    );
+    let trace = explain(&["envoy.example.com", "spiffe://cluster.local/ns/apps/sa/web"]);
+    assert!(trace.contains("answer:  DENY 403"), "{trace}");
+    assert!(explain(&[]).contains("answer:  DENY 403"));
+}
+
+#[test]
 fn explain_prints_the_trace_without_the_token() {
     let issuer = TestIssuer::es256("https://idp.example.com", "k1");
     let dir = tempfile::tempdir().expect("tempdir");
