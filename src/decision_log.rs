@@ -75,6 +75,7 @@ impl DecisionLog {
             }
             Decision::Allow(token) if self.sampled() => {
                 let issuer = token.as_ref().map(|t| &*t.issuer.id);
+                let encrypted = token.as_ref().is_some_and(|t| t.encryption.is_some());
                 let subject = self.subject(issuer, token.as_ref().map(|t| t.subject()));
                 info!(
                     target: TARGET,
@@ -85,6 +86,7 @@ impl DecisionLog {
                     route,
                     subject = subject.as_deref(),
                     caller,
+                    encrypted,
                     "check allowed"
                 );
             }

@@ -91,6 +91,8 @@ fn failing_step(reason: Reason) -> usize {
         Reason::TokenTooLarge
         | Reason::TokenMalformed
         | Reason::TokenEncrypted
+        | Reason::EncryptionNotAllowed
+        | Reason::DecryptionFailed
         | Reason::HeaderNotAllowed
         | Reason::CritUnsupported => 1,
         Reason::IssuerUnknown => 2,

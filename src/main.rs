@@ -337,6 +337,13 @@ fn check_config(file: &Path) -> Result<(), String> {
         .to_string()
     };
     let mut errors = source::prepare(&config).err().unwrap_or_default();
+    if let Some(Err(keys)) = config
+        .decryption
+        .as_ref()
+        .map(fedauthz::verify::jwe::Decrypter::load)
+    {
+        errors.extend(keys);
+    }
     match fedauthz::server::tls::prepare(&config.server, unix_now()) {
         Ok(prepared) => {
             for warning in prepared.warnings {

@@ -22,8 +22,10 @@ use crate::identity::{Profile, ProfileName};
 use crate::keys::KeyStore;
 use crate::keys::source::{self, KeySources};
 use crate::proto::auth::CheckResponse;
+use crate::reason::{Reason, Rejection};
 use crate::response::{CookieHeader, CredentialPlace, Responder};
 use crate::verify::cache::{self, CacheStats, TokenCache};
+use crate::verify::jwe::{self, Decrypter};
 use crate::verify::{
     AudienceRule, ClaimRules, Failure, Issuer, IssuerRegistry, KeyMiss, SubjectRule, Tenancy,
     TokenTypes, VerifiedToken,
@@ -44,6 +46,8 @@ pub struct Pipeline {
     authorizer: Authorizer,
     responder: Responder,
     decision_log: DecisionLog,
+    /// Opens encrypted tokens (`None`: `decryption` is not configured).
+    decrypter: Option<Decrypter>,
 }
 
 /// The outcome of one check: the answer for Envoy and the decision behind it (for logs).
@@ -101,6 +105,7 @@ impl Pipeline {
                 profile: Profile::new(issuer.profile, &issuer.claim_mappings),
                 aliases: issuer.aliases(),
                 alb_signers: issuer.alb_signers.clone(),
+                accept_encrypted: issuer.accept_encrypted,
             }));
         }
         let authorizer = Authorizer::new(config);
@@ -125,7 +130,15 @@ impl Pipeline {
             authorizer,
             responder,
             decision_log: DecisionLog::new(&config.decision_log),
+            decrypter: None,
         }
+    }
+
+    /// The same pipeline, opening encrypted tokens with `decrypter` (loaded from the same
+    /// configuration's `decryption`).
+    pub fn decrypting_with(mut self, decrypter: Option<Decrypter>) -> Self {
+        self.decrypter = decrypter;
+        self
     }
 
     /// Runs one request, given its headers and route facts, at `now` (seconds since the epoch).
@@ -205,7 +218,35 @@ impl Pipeline {
         locations: LocationSet,
         now: i64,
     ) -> Result<VerifiedToken, Failure> {
-        let mut verified = self.issuers.verify(token, locations, now)?;
+        let mut verified = match &self.decrypter {
+            Some(decrypter) if jwe::is_encrypted(token) => {
+                let opened = decrypter.open(token, self.issuers.max_token_bytes())?;
+                let mut inner =
+                    self.issuers
+                        .verify(&opened.jws, locations, now)
+                        .map_err(|mut failure| {
+                            failure
+                                .rejection
+                                .detail
+                                .push_str(" (inside an encrypted token)");
+                            failure
+                        })?;
+                if !inner.issuer.accept_encrypted {
+                    return Err(Rejection::new(
+                        Reason::EncryptionNotAllowed,
+                        format!(
+                            "issuer {} does not accept encrypted tokens (accept_encrypted)",
+                            inner.issuer.id
+                        ),
+                    )
+                    .for_issuer(&inner.issuer.id)
+                    .into());
+                }
+                inner.encryption = Some(opened.encryption);
+                inner
+            }
+            _ => self.issuers.verify(token, locations, now)?,
+        };
         // A fresh map, not `retain`: a cached token lives for minutes, and the map's capacity
         // for every claim would live with it.
         let claims = std::mem::take(&mut verified.claims);
@@ -326,10 +367,18 @@ impl Generation {
         keys_changed: &Arc<Notify>,
     ) -> Result<Self, Vec<FieldError>> {
         let prepared = source::prepare(&config)?;
+        // Decryption keys are loaded before key sources start, so a bad one refuses the whole
+        // configuration without side effects.
         let keys = KeySources::start(prepared, previous.map(|g| &g.keys), keys_changed);
         let cache_stats =
             previous.map_or_else(Arc::default, |g| Arc::clone(g.pipeline.cache_stats()));
-        let pipeline = Pipeline::with_cache_stats(&config, &keys, cache_stats);
+        let decrypter = config
+            .decryption
+            .as_ref()
+            .map(Decrypter::load)
+            .transpose()?;
+        let pipeline =
+            Pipeline::with_cache_stats(&config, &keys, cache_stats).decrypting_with(decrypter);
         Ok(Self {
             config,
             keys,

@@ -19,8 +19,15 @@ pub enum Reason {
     TokenTooLarge,
     /// Not a well-formed compact JWS / JWT.
     TokenMalformed,
-    /// A JWE (5 segments); only signed tokens are accepted.
+    /// A JWE (5 segments) and no `decryption` is configured.
     TokenEncrypted,
+    /// An encrypted token fedauthz will not open: an algorithm outside the allow-list, `zip`,
+    /// `crit`, not a nested JWT (`cty: JWT` around a signed token), nested encryption, a key
+    /// whose algorithm differs, or an issuer without `accept_encrypted`.
+    EncryptionNotAllowed,
+    /// An encrypted token that did not decrypt: unknown `kid`, framing, key unwrap, tag or
+    /// padding; one reason for all, so no failure can be told apart from another.
+    DecryptionFailed,
     /// The header carries `jku`, `x5u`, `jwk`, `x5c`, `b64` or a nested `cty`.
     HeaderNotAllowed,
     /// The header has `crit`; no extension is supported.
@@ -63,12 +70,14 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in a stable order.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 26] = [
         Self::TokenMissing,
         Self::CredentialAmbiguous,
         Self::TokenTooLarge,
         Self::TokenMalformed,
         Self::TokenEncrypted,
+        Self::EncryptionNotAllowed,
+        Self::DecryptionFailed,
         Self::HeaderNotAllowed,
         Self::CritUnsupported,
         Self::IssuerUnknown,
@@ -98,6 +107,8 @@ impl Reason {
             Self::TokenTooLarge => "token_too_large",
             Self::TokenMalformed => "token_malformed",
             Self::TokenEncrypted => "token_encrypted",
+            Self::EncryptionNotAllowed => "encryption_not_allowed",
+            Self::DecryptionFailed => "decryption_failed",
             Self::HeaderNotAllowed => "header_not_allowed",
             Self::CritUnsupported => "crit_unsupported",
             Self::IssuerUnknown => "issuer_unknown",
@@ -129,6 +140,8 @@ impl Reason {
             Self::TokenTooLarge => "the token is too large",
             Self::TokenMalformed => "the token is not a well-formed signed JWT",
             Self::TokenEncrypted => "encrypted tokens are not accepted",
+            Self::EncryptionNotAllowed => "the token encryption is not accepted",
+            Self::DecryptionFailed => "the token could not be decrypted",
             Self::HeaderNotAllowed => "the token header carries a parameter that is not accepted",
             Self::CritUnsupported => "the token requires an unsupported extension",
             Self::IssuerUnknown => "the token issuer is not trusted",

@@ -57,6 +57,143 @@ pub struct Config {
     /// still run for every request).
     #[serde(default)]
     pub token_cache: TokenCacheConfig,
+    /// Decryption of encrypted tokens (JWE). Absent: a 5-segment token is denied
+    /// `token_encrypted`.
+    #[serde(default)]
+    pub decryption: Option<DecryptionConfig>,
+}
+
+/// Encrypted tokens: signed-then-encrypted JWTs (RFC 7519 §5.2, JWE header `cty: JWT`) only.
+/// The keys are fedauthz's own private keys, configured here, never taken from a fetched JWKS
+/// (a JWKS `use: enc` key is a sender's copy of the public half). The decrypted token is
+/// verified like any other, by its own `iss`, and only issuers with `accept_encrypted: true`
+/// may send one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptionConfig {
+    /// The private keys, selected by the `kid` of the JWE header. List two during a rotation.
+    pub keys: Vec<DecryptionKeyConfig>,
+    /// Content encryption accepted.
+    #[serde(default = "default_content_encryption")]
+    pub content_encryption: Vec<ContentEncryption>,
+}
+
+/// One decryption key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptionKeyConfig {
+    /// The `kid` senders put in the JWE header for this key (unique).
+    pub kid: String,
+    /// The one key management algorithm this key decrypts; it must fit the key (RSA for
+    /// `RSA-OAEP-256`; EC P-256, P-384 or X25519 for `ECDH-ES*`; a shared `oct` key for `dir`).
+    pub algorithm: KeyManagement,
+    /// The private key: PEM (PKCS#8, SEC1 or PKCS#1) or a JWK; for `dir`, a JWK of `kty: oct`.
+    /// Re-read when it changes (the configuration reloads).
+    pub file: PathBuf,
+}
+
+/// JWE key management algorithms fedauthz accepts. Never `RSA1_5` (padding oracle), never
+/// `PBES2-*` (password-based, a CPU sink per token), no AES key wrap with a shared key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+pub enum KeyManagement {
+    /// RSAES OAEP with SHA-256.
+    #[serde(rename = "RSA-OAEP-256")]
+    RsaOaep256,
+    /// ECDH-ES, the agreed key is the content key.
+    #[serde(rename = "ECDH-ES")]
+    EcdhEs,
+    /// ECDH-ES with AES-128 key wrap.
+    #[serde(rename = "ECDH-ES+A128KW")]
+    EcdhEsA128Kw,
+    /// ECDH-ES with AES-256 key wrap.
+    #[serde(rename = "ECDH-ES+A256KW")]
+    EcdhEsA256Kw,
+    /// A shared content key, configured explicitly.
+    #[serde(rename = "dir")]
+    Dir,
+}
+
+/// JWE content encryption algorithms fedauthz accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+pub enum ContentEncryption {
+    /// AES-128 GCM.
+    #[serde(rename = "A128GCM")]
+    A128Gcm,
+    /// AES-256 GCM.
+    #[serde(rename = "A256GCM")]
+    A256Gcm,
+    /// AES-128 CBC with HMAC SHA-256 (only when listed).
+    #[serde(rename = "A128CBC-HS256")]
+    A128CbcHs256,
+}
+
+impl KeyManagement {
+    /// The JWE `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RsaOaep256 => "RSA-OAEP-256",
+            Self::EcdhEs => "ECDH-ES",
+            Self::EcdhEsA128Kw => "ECDH-ES+A128KW",
+            Self::EcdhEsA256Kw => "ECDH-ES+A256KW",
+            Self::Dir => "dir",
+        }
+    }
+
+    /// The algorithm named `name`, if fedauthz accepts it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::RsaOaep256,
+            Self::EcdhEs,
+            Self::EcdhEsA128Kw,
+            Self::EcdhEsA256Kw,
+            Self::Dir,
+        ]
+        .into_iter()
+        .find(|alg| alg.name() == name)
+    }
+}
+
+impl ContentEncryption {
+    /// The JWE `enc` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::A128Gcm => "A128GCM",
+            Self::A256Gcm => "A256GCM",
+            Self::A128CbcHs256 => "A128CBC-HS256",
+        }
+    }
+
+    /// The algorithm named `name`, if fedauthz accepts it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::A128Gcm, Self::A256Gcm, Self::A128CbcHs256]
+            .into_iter()
+            .find(|enc| enc.name() == name)
+    }
+
+    /// Bytes of the content encryption key.
+    pub fn key_len(self) -> usize {
+        match self {
+            Self::A128Gcm => 16,
+            Self::A256Gcm | Self::A128CbcHs256 => 32,
+        }
+    }
+
+    /// Bytes of the initialization vector.
+    pub fn iv_len(self) -> usize {
+        match self {
+            Self::A128Gcm | Self::A256Gcm => 12,
+            Self::A128CbcHs256 => 16,
+        }
+    }
+
+    /// Bytes of the authentication tag (never truncated).
+    pub fn tag_len(self) -> usize {
+        16
+    }
+}
+
+fn default_content_encryption() -> Vec<ContentEncryption> {
+    vec![ContentEncryption::A128Gcm, ContentEncryption::A256Gcm]
 }
 
 /// The verified-token cache. An entry is keyed by the SHA-256 of the token, lives until the
@@ -358,6 +495,11 @@ pub struct IssuerConfig {
     /// Shared secret for HS256/HS384/HS512. Only used when `algorithms` lists an HS algorithm.
     #[serde(default)]
     pub hmac_secret: Option<SecretSource>,
+    /// Accept this issuer's tokens signed-then-encrypted (JWE around the JWS, with the keys of
+    /// `decryption`). Off: an encrypted token whose inner `iss` is this issuer is denied
+    /// `encryption_not_allowed`.
+    #[serde(default)]
+    pub accept_encrypted: bool,
     /// Accepted audiences; a token must carry at least one of them in `audience_claim`.
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -654,7 +796,7 @@ pub struct KeySource {
 
 impl Config {
     /// Files read when this configuration is built (besides the configuration file itself):
-    /// HMAC secret files and CA bundles. A change to one of them means a reload. Key files
+    /// HMAC secret files, CA bundles and decryption keys. A change to one of them means a reload. Key files
     /// (`jwks_file`, `spiffe_bundle_file`) are not listed: their key sources re-read them.
     pub fn files_read_at_build(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
@@ -665,6 +807,9 @@ impl Config {
             if let Some(path) = issuer.keys.as_ref().and_then(|k| k.ca_file.as_ref()) {
                 files.push(path.clone());
             }
+        }
+        if let Some(decryption) = &self.decryption {
+            files.extend(decryption.keys.iter().map(|key| key.file.clone()));
         }
         files
     }

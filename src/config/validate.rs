@@ -40,6 +40,7 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
         );
     }
     check_transport(&config.server, &mut errors);
+    check_decryption(config, &mut errors);
     check_token_cache(config, &mut errors);
     check_response(config, &mut errors);
     let sample = config.decision_log.sample_allowed;
@@ -89,6 +90,64 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
     }
     check_routes(config, &mut errors);
     errors.0
+}
+
+fn check_decryption(config: &Config, errors: &mut Errors) {
+    let accepting: Vec<usize> = (0..config.issuers.len())
+        .filter(|&i| {
+            config
+                .issuers
+                .get(i)
+                .is_some_and(|issuer| issuer.accept_encrypted)
+        })
+        .collect();
+    let Some(decryption) = &config.decryption else {
+        for i in accepting {
+            errors.push(
+                format!("issuers[{i}].accept_encrypted"),
+                "needs decryption.keys: there is no key to decrypt with",
+            );
+        }
+        return;
+    };
+    if decryption.keys.is_empty() {
+        errors.push("decryption.keys", "must list at least one key");
+    }
+    let mut kids = HashMap::new();
+    for (i, key) in decryption.keys.iter().enumerate() {
+        if key.kid.is_empty() || key.kid.len() > 256 {
+            errors.push(
+                format!("decryption.keys[{i}].kid"),
+                "must be 1-256 characters",
+            );
+        } else if let Some(first) = kids.insert(key.kid.as_str(), i) {
+            errors.push(
+                format!("decryption.keys[{i}].kid"),
+                format!("duplicates decryption.keys[{first}].kid {:?}", key.kid),
+            );
+        }
+    }
+    let mut seen = HashSet::new();
+    if decryption.content_encryption.is_empty() {
+        errors.push(
+            "decryption.content_encryption",
+            "must list at least one algorithm",
+        );
+    }
+    for (i, enc) in decryption.content_encryption.iter().enumerate() {
+        if !seen.insert(enc) {
+            errors.push(
+                format!("decryption.content_encryption[{i}]"),
+                format!("{} is listed twice", enc.name()),
+            );
+        }
+    }
+    if accepting.is_empty() {
+        errors.push(
+            "decryption",
+            "no issuer accepts encrypted tokens: set accept_encrypted on the issuers that send them",
+        );
+    }
 }
 
 fn check_transport(server: &ServerConfig, errors: &mut Errors) {

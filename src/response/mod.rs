@@ -231,6 +231,17 @@ impl Responder {
                 metadata.insert("reason".to_owned(), string("token_valid"));
                 metadata.insert("issuer".to_owned(), string(&token.issuer.id));
                 metadata.insert("subject".to_owned(), string(token.subject()));
+                if let Some(encryption) = &token.encryption {
+                    metadata.insert("encrypted".to_owned(), boolean(true));
+                    metadata.insert(
+                        "encryption".to_owned(),
+                        string(&format!(
+                            "{}+{}",
+                            encryption.alg.name(),
+                            encryption.enc.name()
+                        )),
+                    );
+                }
             }
             None => {
                 metadata.insert("reason".to_owned(), string("anonymous"));
@@ -325,6 +336,12 @@ impl Responder {
 fn string(value: &str) -> PbValue {
     PbValue {
         kind: Some(Kind::StringValue(value.to_owned())),
+    }
+}
+
+fn boolean(value: bool) -> PbValue {
+    PbValue {
+        kind: Some(Kind::BoolValue(value)),
     }
 }
 

@@ -29,6 +29,7 @@ enum Field {
     Scopes,
     Roles,
     Groups,
+    Encryption,
     Attribute(String),
     Claim(String),
 }
@@ -96,6 +97,7 @@ impl Field {
             "scopes" => Self::Scopes,
             "roles" => Self::Roles,
             "groups" => Self::Groups,
+            "encryption" => Self::Encryption,
             other => match (
                 other.strip_prefix("attributes."),
                 other.strip_prefix("claims."),
@@ -107,7 +109,7 @@ impl Field {
                 _ => {
                     return Err(format!(
                         "has an unknown placeholder {{{other}}} (expected subject, issuer, tenant, \
-                         client, email, scopes, roles, groups, attributes.NAME or claims.PATH)"
+                         client, email, scopes, roles, groups, encryption, attributes.NAME or claims.PATH)"
                     ));
                 }
             },
@@ -125,6 +127,10 @@ impl Field {
             Self::Scopes => joined(&identity.scopes),
             Self::Roles => joined(&identity.roles),
             Self::Groups => joined(identity.groups.known()),
+            Self::Encryption => token
+                .encryption
+                .as_ref()
+                .map(|e| format!("{}+{}", e.alg.name(), e.enc.name())),
             Self::Attribute(name) => identity.attributes.get(name).cloned(),
             Self::Claim(path) => match claim(&token.claims, path)? {
                 Value::String(s) => Some(s.clone()),

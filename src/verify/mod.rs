@@ -13,6 +13,7 @@
 mod alb;
 pub mod cache;
 mod claims;
+pub mod jwe;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct Issuer {
     pub aliases: Vec<String>,
     /// AWS ALB: accepted `signer` ARNs (empty for other issuers).
     pub alb_signers: Vec<String>,
+    /// Its tokens may arrive signed-then-encrypted.
+    pub accept_encrypted: bool,
 }
 
 /// Which tenants a `{tenantid}` issuer accepts.
@@ -184,6 +187,8 @@ pub struct VerifiedToken {
     pub claims: Map<String, Value>,
     /// The key that verified the signature.
     pub verified_by: VerifyingKey,
+    /// How the token was encrypted, when it arrived as a JWE around the signed token.
+    pub encryption: Option<jwe::Encryption>,
 }
 
 impl VerifiedToken {
@@ -341,6 +346,7 @@ impl IssuerRegistry {
                 expires_at: valid.expires_at,
                 claims,
                 verified_by,
+                encryption: None,
             }),
             Err(mut failure) => {
                 failure.rejection = failure.rejection.for_issuer(&issuer.id);
