@@ -37,12 +37,15 @@
 //! only). Should a future version add some, they pass either way and the way we went is
 //! printed, as Wycheproof intends; they are never silently dropped from the count.
 //!
-//! **JWE:** neither file contains a JWE or a 5-segment token. `json_web_key_test.json` does
-//! hold two AES keys (`A256GCM`, `A256KW`, tcIds 25–26), but the tokens are compact JWS
-//! (`HS256`) that try to use those encryption keys for signing; they run like every other
-//! vector and must be rejected because the key cannot be configured for an HS algorithm. Any
-//! vector shape the harness does not know (e.g. a `jwe` member) fails the test; nothing is
-//! skipped.
+//! **JWE:** the two JWS files contain no JWE. `json_web_key_test.json` does hold two AES keys
+//! (`A256GCM`, `A256KW`, tcIds 25–26), but the tokens are compact JWS (`HS256`) that try to use
+//! those encryption keys for signing; they run like every other vector and must be rejected
+//! because the key cannot be configured for an HS algorithm. Any vector shape the harness does
+//! not know fails the test; nothing is skipped. `json_web_encryption_test.json` (139) runs
+//! through the JWE layer on its own (`verify::jwe`, see the section at the end): a key is built
+//! from the group's private JWK for the token's algorithm; valid vectors must decrypt to `pt`
+//! unless their algorithm is one fedauthz never accepts (tables below, each with its reason),
+//! and every invalid vector must be refused.
 //!
 //! The count of executed vectors must equal each file's `numberOfTests`. Mismatches are all
 //! printed (tcId, comment, expected, got, reason) and the test fails once, at the end.
@@ -601,4 +604,206 @@ fn duplicate_kid_vector_is_refused_for_the_duplicate() {
         KeySet::from_keys(keys, Vec::new()).expect_err("a duplicate kid must refuse the set"),
         KeySetError::DuplicateKid("kid-aes-sign".into())
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// json_web_encryption_test.json: the JWE layer (verify/jwe.rs) on its own.
+
+const ENCRYPTION_FILE: &str = "json_web_encryption_test.json";
+
+/// The key management algorithms fedauthz never accepts, and why. A *valid* vector that uses
+/// one of them is refused `encryption_not_allowed` before any cryptography runs: that is the
+/// documented override of its result.
+const REFUSED_KEY_MANAGEMENT: &[(&str, &str)] = &[
+    (
+        "RSA1_5",
+        "PKCS#1 v1.5 encryption is a padding oracle (RFC 8725 §3.2)",
+    ),
+    (
+        "RSA-OAEP",
+        "OAEP with SHA-1; fedauthz takes RSA-OAEP-256 only",
+    ),
+    (
+        "A128KW",
+        "a shared key-wrapping key: every holder can mint tokens; use ECDH-ES or RSA-OAEP-256",
+    ),
+    ("A192KW", "as A128KW"),
+    ("A256KW", "as A128KW"),
+    ("A128GCMKW", "as A128KW"),
+    ("A192GCMKW", "as A128KW"),
+    ("A256GCMKW", "as A128KW"),
+    (
+        "ECDH-ES+A192KW",
+        "192-bit AES is not on fedauthz's list (ECDH-ES+A128KW or +A256KW)",
+    ),
+];
+
+/// The content encryption algorithms fedauthz never accepts, and why.
+const REFUSED_CONTENT: &[(&str, &str)] = &[
+    (
+        "A192GCM",
+        "192-bit AES is not on fedauthz's list (A128GCM, A256GCM)",
+    ),
+    (
+        "A192CBC-HS384",
+        "CBC-HMAC beyond A128CBC-HS256 is not on fedauthz's list",
+    ),
+    (
+        "A256CBC-HS512",
+        "CBC-HMAC beyond A128CBC-HS256 is not on fedauthz's list",
+    ),
+];
+
+/// Valid vectors refused for another documented reason.
+const ENCRYPTION_OVERRIDES: &[(u32, &str)] = &[(
+    135,
+    "RFC 7520 figure 170 uses zip: DEF; compression is refused (a decompression bomb in josekit)",
+)];
+
+/// Every vector through `DecryptionKey::decrypt_envelope`, the key built from the group's
+/// private JWK for the header's algorithm with every accepted content encryption enabled.
+#[test]
+fn json_web_encryption_vectors_through_the_decryption_layer() {
+    use fedauthz::config::{ContentEncryption, KeyManagement};
+    use fedauthz::reason::Reason;
+    use fedauthz::verify::jwe::DecryptionKey;
+
+    let content = [
+        ContentEncryption::A128Gcm,
+        ContentEncryption::A256Gcm,
+        ContentEncryption::A128CbcHs256,
+    ];
+    let doc = load(ENCRYPTION_FILE);
+    let mut run = 0;
+    let mut decrypted = 0;
+    let mut refused_by_policy = BTreeMap::new();
+    let mut mismatches = Vec::new();
+    for group in array_field(&doc, "testGroups", ENCRYPTION_FILE) {
+        let private = group.get("private").expect("group private key");
+        for test in array_field(group, "tests", "group") {
+            run += 1;
+            let id = tc_id(test, ENCRYPTION_FILE);
+            let token = test.get("jwe").and_then(Value::as_str);
+            let valid = str_field(test, "result", "test") == "valid";
+            // Vectors without a plaintext are invalid ones.
+            let plaintext = test.get("pt").and_then(Value::as_str).unwrap_or("");
+            let header: Value = token
+                .and_then(|t| t.split('.').next())
+                .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+                .and_then(|h| serde_json::from_slice(&h).ok())
+                .unwrap_or(Value::Null);
+            let alg = header.get("alg").and_then(Value::as_str).unwrap_or("");
+            let enc = header.get("enc").and_then(Value::as_str).unwrap_or("");
+            // The key a configuration would hold for this token's algorithm. josekit matches a
+            // JWK's kid against the header's; production names every key by kid and requires
+            // it in the header, but most vectors carry none, so the JWK's kid is dropped when
+            // the header has no kid (the nested-JWT rules are not this layer's).
+            let mut private = private.clone();
+            if header.get("kid").is_none()
+                && let Some(jwk) = private.as_object_mut()
+            {
+                jwk.remove("kid");
+            }
+            let private = &private;
+            let outcome = match (token, KeyManagement::from_name(alg)) {
+                (None, _) => Err((Reason::TokenMalformed, "JSON serialization".to_owned())),
+                (Some(token), Some(algorithm)) => {
+                    match DecryptionKey::from_bytes(
+                        private.to_string().as_bytes(),
+                        None,
+                        algorithm,
+                        &content,
+                    ) {
+                        Ok(key) => key
+                            .decrypt_envelope(token, &content)
+                            .map_err(|r| (r.reason, r.detail)),
+                        Err(err) => Err((Reason::DecryptionFailed, format!("key refused: {err}"))),
+                    }
+                }
+                // No key can be configured for the algorithm: the framing refuses the token.
+                (Some(token), None) => {
+                    match fedauthz::verify::jwe::Framing::parse_envelope(token, &content) {
+                        Ok(_) => Ok(Vec::new()),
+                        Err(r) => Err((r.reason, r.detail)),
+                    }
+                }
+            };
+            let policy = REFUSED_KEY_MANAGEMENT.iter().any(|(name, _)| *name == alg)
+                || REFUSED_CONTENT.iter().any(|(name, _)| *name == enc)
+                || ENCRYPTION_OVERRIDES.iter().any(|(tc, _)| *tc == id);
+            match (&outcome, valid) {
+                (Ok(got), true) => {
+                    decrypted += 1;
+                    let got: String = got.iter().map(|b| format!("{b:02x}")).collect();
+                    if got != plaintext {
+                        mismatches.push(format!(
+                            "tcId {id}: decrypted to {got}, expected {plaintext}"
+                        ));
+                    }
+                }
+                (Ok(_), false) => {
+                    mismatches.push(format!("tcId {id}: an invalid vector decrypted"))
+                }
+                (Err((reason, detail)), true) => {
+                    if policy && *reason == Reason::EncryptionNotAllowed {
+                        *refused_by_policy
+                            .entry(format!("{alg} / {enc}"))
+                            .or_insert(0) += 1;
+                    } else {
+                        mismatches.push(format!(
+                            "tcId {id} ({alg}, {enc}): valid but refused {reason}: {detail}"
+                        ));
+                    }
+                }
+                (Err(_), false) => {}
+            }
+        }
+    }
+    let expected_count = doc
+        .get("numberOfTests")
+        .and_then(Value::as_u64)
+        .expect("count");
+    assert_eq!(run, expected_count, "every vector runs");
+    assert!(
+        mismatches.is_empty(),
+        "JWE vector mismatches:\n{}",
+        mismatches.join("\n")
+    );
+    // What fedauthz accepts must be exercised: RSA-OAEP-256, ECDH-ES(+A128KW/+A256KW), dir.
+    assert!(decrypted >= 20, "only {decrypted} vectors decrypted");
+    println!("decrypted {decrypted}; valid vectors refused by policy: {refused_by_policy:?}");
+}
+
+/// The vectors that broke josekit (a panic on an empty CBC IV; truncated GCM tags accepted)
+/// are refused with `decryption_failed`, and the compressed one is refused outright.
+#[test]
+fn the_vectors_that_break_josekit_are_refused() {
+    use fedauthz::config::{ContentEncryption, KeyManagement};
+    use fedauthz::reason::Reason;
+    use fedauthz::verify::jwe::DecryptionKey;
+
+    let content = [
+        ContentEncryption::A128Gcm,
+        ContentEncryption::A256Gcm,
+        ContentEncryption::A128CbcHs256,
+    ];
+    let doc = load(ENCRYPTION_FILE);
+    for (id, algorithm, expected) in [
+        (43, KeyManagement::EcdhEsA128Kw, Reason::DecryptionFailed), // empty IV, CBC: josekit panics
+        (63, KeyManagement::EcdhEsA256Kw, Reason::DecryptionFailed), // GCM tag 15 bytes
+        (64, KeyManagement::EcdhEsA256Kw, Reason::DecryptionFailed), // 12 bytes
+        (65, KeyManagement::EcdhEsA256Kw, Reason::DecryptionFailed), // 8 bytes
+        (51, KeyManagement::EcdhEsA128Kw, Reason::DecryptionFailed), // invalid-curve epk
+    ] {
+        let (group, test) = find_vector(&doc, id);
+        let private = group.get("private").expect("private").to_string();
+        let key =
+            DecryptionKey::from_bytes(private.as_bytes(), None, algorithm, &content).expect("key");
+        let token = str_field(test, "jwe", "test");
+        let refused = key.decrypt_envelope(token, &content).expect_err("refused");
+        assert_eq!(refused.reason, expected, "tcId {id}: {}", refused.detail);
+    }
+    // tcId 14 (empty IV with A256CBC-HS512, josekit's other panic) never gets that far.
+    let (_, test) = find_vector(&doc, 14);
+    assert!(str_field(test, "jwe", "test").contains("eyJhbGciOiJBMjU2S1ci"));
 }

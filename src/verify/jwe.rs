@@ -66,7 +66,7 @@ pub struct Opened {
 }
 
 /// One decryption key, loaded and bound to its algorithm.
-struct Key {
+pub struct DecryptionKey {
     algorithm: KeyManagement,
     decrypter: Box<dyn JweDecrypter>,
     /// RSA: the modulus in bytes (the exact length of an encrypted key).
@@ -75,9 +75,9 @@ struct Key {
     dir_bytes: Option<usize>,
 }
 
-impl std::fmt::Debug for Key {
+impl std::fmt::Debug for DecryptionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key")
+        f.debug_struct("DecryptionKey")
             .field("algorithm", &self.algorithm)
             .finish_non_exhaustive()
     }
@@ -85,7 +85,7 @@ impl std::fmt::Debug for Key {
 
 /// The decryption keys of one configuration.
 pub struct Decrypter {
-    keys: HashMap<String, Key>,
+    keys: HashMap<String, DecryptionKey>,
     content: Vec<ContentEncryption>,
     context: JweContext,
 }
@@ -146,6 +146,45 @@ impl Framing {
     /// segments, a header naming accepted algorithms (`enc` among `content`), a `kid`,
     /// `cty: JWT`, no refused parameter, and segment lengths that fit the algorithms.
     pub fn parse(token: &str, content: &[ContentEncryption]) -> Result<Self, Rejection> {
+        let framing = Self::parse_envelope(token, content)?;
+        framing.require_nested_jwt()?;
+        Ok(framing)
+    }
+
+    /// What a signed-then-encrypted JWT's header must say besides the envelope: `cty: JWT`,
+    /// a `typ` (if any) of a JWT, and a `kid`.
+    fn require_nested_jwt(&self) -> Result<(), Rejection> {
+        let text = |name: &str| self.header.get(name).and_then(Value::as_str);
+        match text("cty") {
+            Some(cty) if is_jwt_type(cty) => {}
+            Some(cty) => {
+                return Err(not_allowed(format!(
+                    "cty {cty:?}: only a signed JWT may be encrypted (cty JWT)"
+                )));
+            }
+            None => {
+                return Err(not_allowed(
+                    "no cty: only signed-then-encrypted JWTs are accepted (cty JWT); an \
+                     encrypt-only JWT can be made by anyone holding the public key",
+                ));
+            }
+        }
+        if let Some(typ) = text("typ")
+            && !is_jwt_type(typ)
+        {
+            return Err(not_allowed(format!("typ {typ:?} is not a JWT's")));
+        }
+        if self.kid().is_empty() {
+            return Err(not_allowed(
+                "JWE header has no kid: the decryption key is chosen by kid",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The envelope checks of [`Framing::parse`]: segments, algorithms, refused parameters,
+    /// `epk` and segment lengths; no `cty`, `typ` or `kid` rule.
+    pub fn parse_envelope(token: &str, content: &[ContentEncryption]) -> Result<Self, Rejection> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(key_b64), Some(iv_b64), Some(ct_b64), Some(tag_b64), None) = (
             parts.next(),
@@ -181,29 +220,9 @@ impl Framing {
             .ok_or_else(|| {
                 not_allowed(format!("content encryption {enc_name:?} is not accepted"))
             })?;
-        match text("cty")? {
-            Some(cty) if is_jwt_type(cty) => {}
-            Some(cty) => {
-                return Err(not_allowed(format!(
-                    "cty {cty:?}: only a signed JWT may be encrypted (cty JWT)"
-                )));
-            }
-            None => {
-                return Err(not_allowed(
-                    "no cty: only signed-then-encrypted JWTs are accepted (cty JWT); an \
-                     encrypt-only JWT can be made by anyone holding the public key",
-                ));
-            }
-        }
-        if let Some(typ) = text("typ")?
-            && !is_jwt_type(typ)
-        {
-            return Err(not_allowed(format!("typ {typ:?} is not a JWT's")));
-        }
-        if text("kid")?.is_none_or(str::is_empty) {
-            return Err(not_allowed(
-                "JWE header has no kid: the decryption key is chosen by kid",
-            ));
+        // Wrong types are malformed whatever the rules on their values.
+        for name in ["cty", "typ", "kid"] {
+            text(name)?;
         }
         let epk = header.get("epk");
         let ecdh = matches!(
@@ -348,8 +367,58 @@ impl Decrypter {
         })
     }
 
-    /// The key-dependent length checks, then josekit, contained.
-    fn decrypt(&self, token: &str, framing: &Framing, key: &Key) -> Result<Vec<u8>, Rejection> {
+    fn decrypt(
+        &self,
+        token: &str,
+        framing: &Framing,
+        key: &DecryptionKey,
+    ) -> Result<Vec<u8>, Rejection> {
+        decrypt_with(&self.context, token, framing, key)
+    }
+}
+
+impl DecryptionKey {
+    /// A key for `algorithm` from `bytes` (PEM, or a JWK; for `dir` a JWK of `kty: oct`). A JWK
+    /// naming another `kid` or `alg` is refused, and so is a key that does not fit the
+    /// algorithm or `content`.
+    pub fn from_bytes(
+        bytes: &[u8],
+        kid: Option<&str>,
+        algorithm: KeyManagement,
+        content: &[ContentEncryption],
+    ) -> Result<Self, String> {
+        key_from_bytes(bytes, kid, algorithm, content)
+    }
+
+    /// Decrypts `token` after the envelope checks only (none of the nested-JWT rules: this is
+    /// the JWE layer on its own, as test vectors exercise it), returning the plaintext.
+    pub fn decrypt_envelope(
+        &self,
+        token: &str,
+        content: &[ContentEncryption],
+    ) -> Result<Vec<u8>, Rejection> {
+        let framing = Framing::parse_envelope(token, content)?;
+        if self.algorithm != framing.alg {
+            return Err(not_allowed(format!(
+                "the key is for {}, the token says {}",
+                self.algorithm.name(),
+                framing.alg.name()
+            )));
+        }
+        let mut context = JweContext::new();
+        context.remove_compression("DEF");
+        decrypt_with(&context, token, &framing, self)
+    }
+}
+
+/// The key-dependent length checks, then josekit, contained.
+fn decrypt_with(
+    context: &JweContext,
+    token: &str,
+    framing: &Framing,
+    key: &DecryptionKey,
+) -> Result<Vec<u8>, Rejection> {
+    {
         if let Some(modulus) = key.rsa_bytes
             && framing.encrypted_key.len() != modulus
         {
@@ -361,8 +430,7 @@ impl Decrypter {
             return Err(failed());
         }
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.context
-                .deserialize_compact(token, key.decrypter.as_ref())
+            context.deserialize_compact(token, key.decrypter.as_ref())
         }));
         match outcome {
             Ok(Ok((plaintext, _header))) => Ok(plaintext),
@@ -371,41 +439,58 @@ impl Decrypter {
     }
 }
 
-fn load_key(config: &DecryptionKeyConfig, content: &[ContentEncryption]) -> Result<Key, String> {
+fn load_key(
+    config: &DecryptionKeyConfig,
+    content: &[ContentEncryption],
+) -> Result<DecryptionKey, String> {
     let bytes = read_key_file(&config.file)?;
+    key_from_bytes(&bytes, Some(&config.kid), config.algorithm, content)
+}
+
+fn key_from_bytes(
+    bytes: &[u8],
+    kid: Option<&str>,
+    algorithm: KeyManagement,
+    content: &[ContentEncryption],
+) -> Result<DecryptionKey, String> {
     let is_jwk = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     let jwk = if is_jwk {
-        Some(Jwk::from_bytes(&bytes).map_err(|err| format!("not a JWK: {err}"))?)
+        Some(Jwk::from_bytes(bytes).map_err(|err| format!("not a JWK: {err}"))?)
     } else {
         None
     };
     if let Some(jwk) = &jwk {
-        if jwk.key_id().is_some_and(|kid| kid != config.kid) {
+        if let (Some(theirs), Some(ours)) = (jwk.key_id(), kid)
+            && theirs != ours
+        {
             return Err(format!(
-                "the JWK's kid {:?} differs from the configured kid {:?}",
-                jwk.key_id().unwrap_or_default(),
-                config.kid
+                "the JWK's kid {theirs:?} differs from the configured kid {ours:?}"
             ));
         }
+        // A shared `dir` key may name the content encryption it is for instead.
+        let fits = |alg: &str| {
+            alg == algorithm.name()
+                || (algorithm == KeyManagement::Dir
+                    && ContentEncryption::from_name(alg).is_some_and(|enc| content.contains(&enc)))
+        };
         if let Some(alg) = jwk.algorithm()
-            && alg != config.algorithm.name()
+            && !fits(alg)
         {
             return Err(format!(
                 "the JWK is for {alg}, the configuration says {}",
-                config.algorithm.name()
+                algorithm.name()
             ));
         }
     }
-    let wrong = |err: josekit::JoseError| {
-        format!("not a private key for {}: {err}", config.algorithm.name())
-    };
+    let wrong =
+        |err: josekit::JoseError| format!("not a private key for {}: {err}", algorithm.name());
     let mut rsa_bytes = None;
     let mut dir_bytes = None;
-    let decrypter: Box<dyn JweDecrypter> = match config.algorithm {
+    let decrypter: Box<dyn JweDecrypter> = match algorithm {
         KeyManagement::RsaOaep256 => {
             let der = match &jwk {
                 Some(jwk) => jwk_private_der(jwk)?,
-                None => pem_private_der(&bytes)?,
+                None => pem_private_der(bytes)?,
             };
             let pkey = openssl::pkey::PKey::private_key_from_der(&der)
                 .map_err(|err| format!("not a private key: {err}"))?;
@@ -421,21 +506,19 @@ fn load_key(config: &DecryptionKeyConfig, content: &[ContentEncryption]) -> Resu
             rsa_bytes = Some(usize::try_from(rsa.size()).unwrap_or(0));
             Box::new(match &jwk {
                 Some(jwk) => jwe::RSA_OAEP_256.decrypter_from_jwk(jwk).map_err(wrong)?,
-                None => jwe::RSA_OAEP_256
-                    .decrypter_from_pem(&bytes)
-                    .map_err(wrong)?,
+                None => jwe::RSA_OAEP_256.decrypter_from_pem(bytes).map_err(wrong)?,
             })
         }
         KeyManagement::EcdhEs | KeyManagement::EcdhEsA128Kw | KeyManagement::EcdhEsA256Kw => {
-            check_curve(jwk.as_ref(), &bytes)?;
-            let algorithm = match config.algorithm {
+            check_curve(jwk.as_ref(), bytes)?;
+            let algorithm = match algorithm {
                 KeyManagement::EcdhEs => &jwe::ECDH_ES,
                 KeyManagement::EcdhEsA128Kw => &jwe::ECDH_ES_A128KW,
                 _ => &jwe::ECDH_ES_A256KW,
             };
             Box::new(match &jwk {
                 Some(jwk) => algorithm.decrypter_from_jwk(jwk).map_err(wrong)?,
-                None => algorithm.decrypter_from_pem(&bytes).map_err(wrong)?,
+                None => algorithm.decrypter_from_pem(bytes).map_err(wrong)?,
             })
         }
         KeyManagement::Dir => {
@@ -452,11 +535,14 @@ fn load_key(config: &DecryptionKeyConfig, content: &[ContentEncryption]) -> Resu
                 ));
             }
             dir_bytes = Some(secret.len());
-            Box::new(jwe::Dir.decrypter_from_jwk(&jwk).map_err(wrong)?)
+            // josekit wants `alg: dir` or none; the check above already bound the key.
+            let mut bare = jwk.clone();
+            bare.set_algorithm("dir");
+            Box::new(jwe::Dir.decrypter_from_jwk(&bare).map_err(wrong)?)
         }
     };
-    Ok(Key {
-        algorithm: config.algorithm,
+    Ok(DecryptionKey {
+        algorithm: algorithm,
         decrypter,
         rsa_bytes,
         dir_bytes,
