@@ -1405,3 +1405,79 @@ async fn envoy_over_mtls_is_checked_and_every_refused_handshake_fails_closed() {
     fedauthz.signal("TERM");
     assert!(fedauthz.wait_exit().success());
 }
+
+#[tokio::test]
+async fn a_nested_encrypted_token_through_envoy_reaches_the_upstream_as_an_identity() {
+    use josekit::jwe::{JweContext, JweHeader, RSA_OAEP_256};
+    use josekit::jwk::KeyPair as _;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestIssuer::rs256("https://unused.example", "x");
+    let b = TestIssuer::es256("https://partners.example.com/", "b-key-1");
+    let jwks = JwksServer::start(Answer::Json(a.jwks().to_string())).await;
+    let key = RSA_OAEP_256.generate_key_pair(2048).expect("RSA key");
+    let key_file = dir.path().join("enc-1.pem");
+    std::fs::write(&key_file, key.to_pem_private_key()).expect("write key");
+    std::fs::write(
+        dir.path().join("fedauthz.yaml"),
+        format!(
+            "decryption:\n  keys: [{{kid: enc-1, algorithm: RSA-OAEP-256, file: {}}}]\nresponse:\n  headers: {{x-auth-encryption: '{{encryption}}'}}\nissuers:\n  - {{id: partners, issuer: '{}', audiences: [{AUD}], accept_encrypted: true, keys: {{jwks: {}}}}}\n",
+            key_file.display(),
+            b.iss,
+            b.jwks()
+        ),
+    )
+    .expect("write config");
+    let stack = Stack::launch("encrypted", dir, a, b, jwks).await;
+    let mut header = JweHeader::new();
+    header.set_content_encryption("A256GCM");
+    header.set_key_id("enc-1");
+    header.set_content_type("JWT");
+    let encrypter = RSA_OAEP_256
+        .encrypter_from_jwk(&key.to_jwk_public_key())
+        .expect("encrypter");
+    let encrypt = |jws: &str| {
+        JweContext::new()
+            .serialize_compact(jws.as_bytes(), &header, &encrypter)
+            .expect("encrypt")
+    };
+    let token = encrypt(&stack.b.token("alice", AUD));
+    for protocol in BOTH {
+        let reply = stack
+            .get(
+                protocol,
+                "/orders/9",
+                &[("authorization", &Stack::bearer(&token))],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{protocol:?}: {}", reply.body);
+        let upstream = reply.upstream.as_ref().expect("reached upstream");
+        assert_eq!(upstream.values("x-auth-subject"), ["alice"]);
+        assert_eq!(upstream.values("x-auth-issuer"), ["partners"]);
+        assert_eq!(
+            upstream.values("x-auth-encryption"),
+            ["RSA-OAEP-256+A256GCM"]
+        );
+        assert!(upstream.values("authorization").is_empty());
+        assert_eq!(
+            stack.access_log(&reply).await["authz_reason"],
+            "token_valid"
+        );
+    }
+    // A token that does not decrypt stops at Envoy with its reason.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[3] = "AAAA".into();
+    let reply = stack
+        .get(
+            Protocol::Http1,
+            "/orders/9",
+            &[("authorization", &Stack::bearer(&parts.join(".")))],
+        )
+        .await;
+    assert_eq!(reply.status, 401);
+    assert!(reply.upstream.is_none());
+    assert_eq!(
+        stack.access_log(&reply).await["authz_reason"],
+        "decryption_failed"
+    );
+}

@@ -51,7 +51,10 @@ fn jwcrypto_token(request: &Value) -> String {
         "jwcrypto failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned()
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
 }
 
 fn jwk_value(jwk: &josekit::jwk::Jwk) -> Value {
@@ -94,13 +97,19 @@ async fn nested_jwts_made_by_jwcrypto_are_accepted() {
         .expect("key");
     std::fs::write(dir.path().join("rsa.pem"), rsa.to_pem_private_key()).expect("write");
     let p256 = EcKeyPair::generate(EcCurve::P256).expect("key");
-    std::fs::write(dir.path().join("p256.json"), p256.to_jwk_key_pair().to_string())
-        .expect("write");
+    std::fs::write(
+        dir.path().join("p256.json"),
+        p256.to_jwk_key_pair().to_string(),
+    )
+    .expect("write");
     let p384 = EcKeyPair::generate(EcCurve::P384).expect("key");
     std::fs::write(dir.path().join("p384.pem"), p384.to_pem_private_key()).expect("write");
     let x25519 = EcxKeyPair::generate(EcxCurve::X25519).expect("key");
-    std::fs::write(dir.path().join("x25519.json"), x25519.to_jwk_key_pair().to_string())
-        .expect("write");
+    std::fs::write(
+        dir.path().join("x25519.json"),
+        x25519.to_jwk_key_pair().to_string(),
+    )
+    .expect("write");
     let file = |name: &str| dir.path().join(name).display().to_string();
     let yaml = format!(
         "decryption:\n  content_encryption: [A128GCM, A256GCM, A128CBC-HS256]\n  keys:\n    - {{kid: rsa, algorithm: RSA-OAEP-256, file: {}}}\n    - {{kid: p256, algorithm: ECDH-ES+A128KW, file: {}}}\n    - {{kid: p384, algorithm: ECDH-ES+A256KW, file: {}}}\n    - {{kid: x25519, algorithm: ECDH-ES, file: {}}}\nissuers:\n  - {{id: partners, issuer: '{iss}', audiences: [orders], accept_encrypted: true, algorithms: [ES256, RS256], keys: {{jwks: {jwks}}}}}\n",
@@ -114,12 +123,54 @@ async fn nested_jwts_made_by_jwcrypto_are_accepted() {
 
     let now = common::now();
     let cases = [
-        ("rsa", "RSA-OAEP-256", "A256GCM", jwk_value(&rsa.to_jwk_public_key()), &es, "ES256"),
-        ("rsa", "RSA-OAEP-256", "A128CBC-HS256", jwk_value(&rsa.to_jwk_public_key()), &rs, "RS256"),
-        ("p256", "ECDH-ES+A128KW", "A128GCM", jwk_value(&p256.to_jwk_public_key()), &es, "ES256"),
-        ("p384", "ECDH-ES+A256KW", "A256GCM", jwk_value(&p384.to_jwk_public_key()), &rs, "RS256"),
-        ("x25519", "ECDH-ES", "A128GCM", jwk_value(&x25519.to_jwk_public_key()), &es, "ES256"),
-        ("x25519", "ECDH-ES", "A128CBC-HS256", jwk_value(&x25519.to_jwk_public_key()), &es, "ES256"),
+        (
+            "rsa",
+            "RSA-OAEP-256",
+            "A256GCM",
+            jwk_value(&rsa.to_jwk_public_key()),
+            &es,
+            "ES256",
+        ),
+        (
+            "rsa",
+            "RSA-OAEP-256",
+            "A128CBC-HS256",
+            jwk_value(&rsa.to_jwk_public_key()),
+            &rs,
+            "RS256",
+        ),
+        (
+            "p256",
+            "ECDH-ES+A128KW",
+            "A128GCM",
+            jwk_value(&p256.to_jwk_public_key()),
+            &es,
+            "ES256",
+        ),
+        (
+            "p384",
+            "ECDH-ES+A256KW",
+            "A256GCM",
+            jwk_value(&p384.to_jwk_public_key()),
+            &rs,
+            "RS256",
+        ),
+        (
+            "x25519",
+            "ECDH-ES",
+            "A128GCM",
+            jwk_value(&x25519.to_jwk_public_key()),
+            &es,
+            "ES256",
+        ),
+        (
+            "x25519",
+            "ECDH-ES",
+            "A128CBC-HS256",
+            jwk_value(&x25519.to_jwk_public_key()),
+            &es,
+            "ES256",
+        ),
     ];
     for (kid, alg, enc, enc_key, sign_key, sign_alg) in cases {
         let subject = format!("{kid}-{alg}-{enc}");
