@@ -70,8 +70,9 @@ impl ExplainRequest {
 }
 
 /// The verification steps, in the order the pipeline takes them.
-const STEPS: [&str; 11] = [
+const STEPS: [&str; 12] = [
     "credential",
+    "decryption",
     "framing",
     "issuer",
     "location",
@@ -88,19 +89,18 @@ const STEPS: [&str; 11] = [
 fn failing_step(reason: Reason) -> usize {
     match reason {
         Reason::TokenMissing | Reason::CredentialAmbiguous => 0,
+        Reason::EncryptionNotAllowed | Reason::DecryptionFailed => 1,
         Reason::TokenTooLarge
         | Reason::TokenMalformed
         | Reason::TokenEncrypted
-        | Reason::EncryptionNotAllowed
-        | Reason::DecryptionFailed
         | Reason::HeaderNotAllowed
-        | Reason::CritUnsupported => 1,
-        Reason::IssuerUnknown => 2,
-        Reason::TokenLocationNotAllowed => 3,
-        Reason::KeysUnavailable => 4,
-        Reason::KeyUnknown => 5,
-        Reason::AlgorithmNotAllowed => 6,
-        Reason::SignatureInvalid => 7,
+        | Reason::CritUnsupported => 2,
+        Reason::IssuerUnknown => 3,
+        Reason::TokenLocationNotAllowed => 4,
+        Reason::KeysUnavailable => 5,
+        Reason::KeyUnknown => 6,
+        Reason::AlgorithmNotAllowed => 7,
+        Reason::SignatureInvalid => 8,
         Reason::TokenExpired
         | Reason::TokenNotYetValid
         | Reason::TokenIssuedInFuture
@@ -109,10 +109,33 @@ fn failing_step(reason: Reason) -> usize {
         | Reason::TokenTypeNotAllowed
         | Reason::ClaimMissing
         | Reason::ClaimInvalid
-        | Reason::ClaimMismatch => 8,
-        Reason::NoRouteMatched => 9,
-        Reason::RequirementNotMet => 10,
+        | Reason::ClaimMismatch => 9,
+        Reason::NoRouteMatched => 10,
+        Reason::RequirementNotMet => 11,
     }
+}
+
+/// The protected header of an encrypted token (readable without the key), for the trace.
+fn jwe_header(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let first = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(first)
+        .ok()?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
+    let field = |name: &str| {
+        header
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .map_or("(none)".to_owned(), |v| format!("{v:?}"))
+    };
+    Some(format!(
+        "encrypted: alg {}, enc {}, kid {}, cty {}",
+        field("alg"),
+        field("enc"),
+        field("kid"),
+        field("cty")
+    ))
 }
 
 /// Renders the trace of `checked`, the outcome of `request`; `token` is the credential that
@@ -144,7 +167,12 @@ pub fn render(request: &ExplainRequest, token: Option<&str>, checked: &Checked) 
             out,
             "token:   {} bytes, sha256 {short}…{}",
             token.len(),
-            header.map(|h| format!(", {h}")).unwrap_or_default()
+            header
+                .or_else(|| crate::verify::jwe::is_encrypted(token)
+                    .then(|| jwe_header(token))
+                    .flatten())
+                .map(|h| format!(", {h}"))
+                .unwrap_or_default()
         );
     }
     out.push_str("steps:\n");
@@ -156,11 +184,15 @@ pub fn render(request: &ExplainRequest, token: Option<&str>, checked: &Checked) 
         Decision::Allow(_) => (None, String::new()),
     };
     let anonymous = matches!(checked.decision, Decision::Allow(None));
+    let encrypted = token.is_some_and(crate::verify::jwe::is_encrypted);
     for (index, step) in STEPS.iter().enumerate() {
         let status = match failed {
             Some(at) if index == at => format!("FAILED  {detail}"),
             Some(at) if index > at => "not reached".to_owned(),
-            _ if anonymous && (1..=8).contains(&index) => "skipped (no credential)".to_owned(),
+            _ if anonymous && (1..=9).contains(&index) => "skipped (no credential)".to_owned(),
+            // The plaintext is never printed: the steps after this one name what was inside.
+            _ if index == 1 && encrypted => "ok (decrypted; the content is not shown)".to_owned(),
+            _ if index == 1 => "not encrypted".to_owned(),
             _ => "ok".to_owned(),
         };
         let _ = writeln!(out, "  {step:<13}{status}");

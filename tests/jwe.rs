@@ -325,3 +325,60 @@ fn debug_nested() {
         d.open(&nested, 8192).map(|o| o.jws.len())
     );
 }
+
+#[test]
+fn explain_shows_the_decryption_step_but_never_the_plaintext() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let public = rsa_key(dir.path(), "enc-1");
+    let partners = TestIssuer::es256("https://partners.example.com/", "p1");
+    let file = dir.path().join("fedauthz.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "decryption:\n  keys: [{{kid: enc-1, algorithm: RSA-OAEP-256, file: {}}}]\nissuers:\n  - {{id: partners, issuer: '{}', audiences: [{AUD}], accept_encrypted: true, keys: {{jwks: {}}}}}\n",
+            dir.path().join("enc-1.pem").display(),
+            partners.iss,
+            partners.jwks()
+        ),
+    )
+    .expect("write");
+    let explain = |token: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fedauthz"))
+            .args(["explain", "--config"])
+            .arg(&file)
+            .args(["--token", token])
+            .output()
+            .expect("run");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8")
+    };
+    let inner = partners.token("alice", AUD);
+    let trace = explain(&encrypt(&inner, &public, "enc-1"));
+    assert!(
+        trace.contains(
+            "encrypted: alg \"RSA-OAEP-256\", enc \"A256GCM\", kid \"enc-1\", cty \"JWT\""
+        ),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("  decryption   ok (decrypted; the content is not shown)"),
+        "{trace}"
+    );
+    assert!(trace.contains("  signature    ok"), "{trace}");
+    assert!(trace.contains("answer:  ALLOW"), "{trace}");
+    for segment in inner.split('.') {
+        assert!(!trace.contains(segment), "the inner token leaked:\n{trace}");
+    }
+    let trace = explain(&encrypt(&inner, &public, "enc-9"));
+    assert!(
+        trace.contains("  decryption   FAILED  decryption_failed"),
+        "{trace}"
+    );
+    assert!(trace.contains("  framing      not reached"), "{trace}");
+    // A plain token says so.
+    assert!(explain(&inner).contains("  decryption   not encrypted"));
+}

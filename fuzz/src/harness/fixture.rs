@@ -458,3 +458,78 @@ vH6QD7H9DQEd2mBikt6u+M4/Ga0yyWPhkywnn5L2XRiRWgjK/iZAFSxzOaSIX43s\n\
 tQ8Ernd7kYg9YZvQZCsV+uHdtztO/9c=\n\
 -----END CERTIFICATE-----\n\
 ";
+
+/// X25519 decryption key of the `jwe_decrypt` target (kid `fz-x25519`, ECDH-ES). Test
+/// material only.
+pub const X25519_JWK: &str = r#"{"crv":"X25519","d":"wGzqCuHDCvK01cmBlsFbZBUHOwQ1qISogz9iK1v7aFc","kty":"OKP","x":"PILocqi5171yvA2sObvYs5gbL3XqGmAOGgIXrdMUtzY"}"#;
+
+/// Shared content key of the `jwe_decrypt` target (kid `fz-dir`, `dir`, A128GCM).
+pub const DIR_JWK: &str = r#"{"kty":"oct","k":"AAECAwQFBgcICQoLDA0ODw"}"#;
+
+/// The decryption keys of the `jwe_decrypt` target: ECDH-ES with X25519 and a `dir` key,
+/// A128GCM, A256GCM and A128CBC-HS256 accepted (so every framing rule is reachable).
+pub fn decrypter() -> &'static fedauthz::verify::jwe::Decrypter {
+    use fedauthz::config::{
+        ContentEncryption, DecryptionConfig, DecryptionKeyConfig, KeyManagement,
+    };
+    static DECRYPTER: OnceLock<fedauthz::verify::jwe::Decrypter> = OnceLock::new();
+    DECRYPTER.get_or_init(|| {
+        let file = |name: &str, text: &str| {
+            let path = std::env::temp_dir()
+                .join(format!("fedauthz-fuzz-{name}-{}.json", std::process::id()));
+            std::fs::write(&path, text).expect("write a fuzz decryption key");
+            path
+        };
+        let config = DecryptionConfig {
+            keys: vec![
+                DecryptionKeyConfig {
+                    kid: "fz-x25519".into(),
+                    algorithm: KeyManagement::EcdhEs,
+                    file: file("x25519", X25519_JWK),
+                },
+                DecryptionKeyConfig {
+                    kid: "fz-dir".into(),
+                    algorithm: KeyManagement::Dir,
+                    file: file("dir", DIR_JWK),
+                },
+            ],
+            content_encryption: vec![
+                ContentEncryption::A128Gcm,
+                ContentEncryption::A256Gcm,
+                ContentEncryption::A128CbcHs256,
+            ],
+        };
+        fedauthz::verify::jwe::Decrypter::load(&config)
+            .unwrap_or_else(|errors| panic!("the fuzz decryption keys load: {errors:?}"))
+    })
+}
+
+/// `jws` encrypted for the `jwe_decrypt` target: ECDH-ES to the X25519 key, or `dir` with
+/// the shared key, under `enc`, header `cty: JWT` plus `extra` members.
+pub fn encrypt_token(jws: &[u8], dir: bool, enc: &str, extra: &[(&str, Value)]) -> String {
+    use josekit::jwe::{self, JweContext, JweHeader};
+    let mut header = JweHeader::new();
+    header.set_content_encryption(enc);
+    header.set_content_type("JWT");
+    header.set_key_id(if dir { "fz-dir" } else { "fz-x25519" });
+    for (name, value) in extra {
+        header
+            .set_claim(name, Some(value.clone()))
+            .expect("a header member");
+    }
+    let context = JweContext::new();
+    if dir {
+        let key = josekit::jwk::Jwk::from_bytes(DIR_JWK).expect("dir JWK");
+        let encrypter = jwe::Dir.encrypter_from_jwk(&key).expect("dir encrypter");
+        context.serialize_compact(jws, &header, &encrypter)
+    } else {
+        let private = josekit::jwk::Jwk::from_bytes(X25519_JWK).expect("X25519 JWK");
+        let mut public = private.clone();
+        public.set_parameter("d", None).expect("drop d");
+        let encrypter = jwe::ECDH_ES
+            .encrypter_from_jwk(&public)
+            .expect("ECDH-ES encrypter");
+        context.serialize_compact(jws, &header, &encrypter)
+    }
+    .expect("encrypt")
+}

@@ -14,8 +14,9 @@ use super::fixture::{self, AUD, ISSUERS, NOW};
 use super::targets::{SIGNED_SEPARATOR, http_request, parse_headers};
 
 /// The fuzz targets, by name (each has `fuzz/fuzz_targets/<name>.rs`).
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 8] = [
     "jws_compact",
+    "jwe_decrypt",
     "verify_token",
     "verify_signed",
     "key_documents",
@@ -29,6 +30,7 @@ pub fn run(name: &str, data: &[u8]) {
     use super::targets;
     match name {
         "jws_compact" => targets::jws_compact(data),
+        "jwe_decrypt" => targets::jwe_decrypt(data),
         "verify_token" => targets::verify_token(data),
         "verify_signed" => targets::verify_signed(data),
         "key_documents" => targets::key_documents(data),
@@ -62,6 +64,76 @@ fn parts(id: &str, edit: impl FnOnce(&mut Value)) -> (String, String) {
     let mut claims = fixture::claims_for(id);
     edit(&mut claims);
     ((*header).to_owned(), claims.to_string())
+}
+
+/// Seeds of `jwe_decrypt`: nested tokens that open (ECDH-ES and `dir`, each content
+/// encryption), and framings next to them that must be refused.
+fn jwe_decrypt() -> Vec<Seed> {
+    let jws = fixture::token_for("ed");
+    let jws = jws.as_bytes();
+    let ecdh = fixture::encrypt_token(jws, false, "A128GCM", &[]);
+    let mut seeds = vec![
+        seed("ecdh-es-a128gcm", ecdh.clone()),
+        seed(
+            "ecdh-es-a256gcm",
+            fixture::encrypt_token(jws, false, "A256GCM", &[]),
+        ),
+        seed(
+            "ecdh-es-cbc",
+            fixture::encrypt_token(jws, false, "A128CBC-HS256", &[]),
+        ),
+        seed(
+            "dir-a128gcm",
+            fixture::encrypt_token(jws, true, "A128GCM", &[]),
+        ),
+        seed(
+            "zip",
+            fixture::encrypt_token(jws, false, "A128GCM", &[("zip", json!("DEF"))]),
+        ),
+        seed(
+            "crit",
+            fixture::encrypt_token(jws, false, "A128GCM", &[("crit", json!(["exp"]))]),
+        ),
+        seed(
+            "nested",
+            fixture::encrypt_token(ecdh.as_bytes(), false, "A128GCM", &[]),
+        ),
+        seed(
+            "encrypt-only",
+            fixture::encrypt_token(
+                br#"{"sub":"alice","iss":"https://ed.fuzz.example"}"#,
+                true,
+                "A128GCM",
+                &[],
+            ),
+        ),
+    ];
+    let parts: Vec<&str> = ecdh.split('.').collect();
+    let with = |index: usize, value: &str| {
+        let mut parts: Vec<String> = parts.iter().map(|p| (*p).to_owned()).collect();
+        if let Some(part) = parts.get_mut(index) {
+            *part = value.to_owned();
+        }
+        parts.join(".")
+    };
+    let tag = parts.get(4).copied().unwrap_or_default();
+    seeds.push(seed(
+        "short-tag",
+        with(4, tag.get(..tag.len().saturating_sub(4)).unwrap_or("")),
+    ));
+    seeds.push(seed("no-iv", with(2, "")));
+    seeds.push(seed(
+        "rsa1_5-header",
+        with(
+            0,
+            &b64(r#"{"alg":"RSA1_5","enc":"A128GCM","kid":"fz-x25519","cty":"JWT"}"#),
+        ),
+    ));
+    seeds.push(seed(
+        "pbes2-header",
+        with(0, &b64(r#"{"alg":"PBES2-HS256+A128KW","enc":"A128GCM","kid":"fz-x25519","cty":"JWT","p2s":"AAAA","p2c":2000000000}"#)),
+    ));
+    seeds
 }
 
 /// Tokens that verify, one per issuer, and signed tokens that fail one claim check each.
@@ -382,6 +454,7 @@ fn config() -> Vec<Seed> {
 pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
     vec![
         ("jws_compact", jws_compact()),
+        ("jwe_decrypt", jwe_decrypt()),
         ("verify_token", tokens()),
         ("verify_signed", verify_signed()),
         ("key_documents", key_documents()),

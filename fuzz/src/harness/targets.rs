@@ -108,6 +108,52 @@ pub fn verify_token(data: &[u8]) {
     verify_and_check(fixture::generation().pipeline.issuers(), &token);
 }
 
+/// Arbitrary text through the JWE layer with the fixture's fixed decryption keys
+/// (`Decrypter::open`): framing, key choice, decryption, the nested-JWT rules. Invariants: a
+/// token that opens is within the cap, names a configured key by `kid`, holds one compact JWS,
+/// and opens again to the same content; any refusal is one of the JWE reasons.
+pub fn jwe_decrypt(data: &[u8]) {
+    use fedauthz::reason::Reason;
+    let token = String::from_utf8_lossy(data);
+    let decrypter = fixture::decrypter();
+    let _ = fedauthz::verify::jwe::Framing::parse_envelope(
+        &token,
+        &[
+            fedauthz::config::ContentEncryption::A128Gcm,
+            fedauthz::config::ContentEncryption::A128CbcHs256,
+        ],
+    );
+    match decrypter.open(&token, DEFAULT_MAX_TOKEN_BYTES) {
+        Ok(opened) => {
+            assert!(token.len() <= DEFAULT_MAX_TOKEN_BYTES);
+            assert!(["fz-x25519", "fz-dir"].contains(&opened.encryption.kid.as_str()));
+            assert_eq!(opened.jws.split('.').count(), 3);
+            let again = decrypter
+                .open(&token, DEFAULT_MAX_TOKEN_BYTES)
+                .expect("a token that opened opens again");
+            assert_eq!(again.jws, opened.jws);
+            assert_eq!(again.encryption, opened.encryption);
+            // What is inside then goes through normal verification, which must not panic.
+            let _ =
+                fixture::generation()
+                    .pipeline
+                    .issuers()
+                    .verify(&opened.jws, all_locations(), NOW);
+        }
+        Err(rejection) => assert!(
+            matches!(
+                rejection.reason,
+                Reason::TokenMalformed
+                    | Reason::TokenTooLarge
+                    | Reason::EncryptionNotAllowed
+                    | Reason::DecryptionFailed
+            ),
+            "unexpected reason {:?}",
+            rejection.reason
+        ),
+    }
+}
+
 /// Splits a `verify_signed` input into header and payload bytes.
 pub fn signed_parts(data: &[u8]) -> (&[u8], &[u8]) {
     match data.iter().position(|&b| b == SIGNED_SEPARATOR) {
