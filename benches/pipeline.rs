@@ -1,6 +1,6 @@
 //! In-process benchmarks of the Check pipeline (issue 7): the full pipeline uncached (parse →
-//! verify → rules → response) per algorithm, a verified-token cache hit, and route evaluation
-//! with 100 routes. Keys are generated and inline JWK Sets written here; tokens carry integer
+//! verify → rules → response) per algorithm, nested JWTs (decrypt + verify) per JWE algorithm
+//! beside the plain token, a verified-token cache hit, and route evaluation with 100 routes. Keys are generated and inline JWK Sets written here; tokens carry integer
 //! NumericDates. Run: `cargo bench --bench pipeline` (BENCHMARKS.md has the numbers).
 //!
 //! Wall-clock time by default; `FEDAUTHZ_BENCH_CLOCK=cpu` measures the benchmark thread's CPU
@@ -207,6 +207,124 @@ fn uncached<M: Measurement>(c: &mut Criterion<M>) {
     group.finish();
 }
 
+/// Nested JWTs (an ES256 token inside a JWE) through the uncached pipeline, per key
+/// management and content encryption, beside the same ES256 token sent plain.
+fn encrypted<M: Measurement>(c: &mut Criterion<M>) {
+    use josekit::jwe::{self, JweContext, JweHeader};
+    use josekit::jwk::alg::ec::{EcCurve, EcKeyPair};
+    use josekit::jwk::alg::ecx::{EcxCurve, EcxKeyPair};
+
+    let now = unix_now();
+    let issuer = Issuer::new("ec", "ES256");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rsa = jwe::RSA_OAEP_256.generate_key_pair(2048).expect("RSA");
+    let p256 = EcKeyPair::generate(EcCurve::P256).expect("P-256");
+    let x25519 = EcxKeyPair::generate(EcxCurve::X25519).expect("X25519");
+    let mut shared = Jwk::new("oct");
+    shared
+        .set_parameter("k", Some(Value::String(URL_SAFE_NO_PAD.encode([9u8; 32]))))
+        .expect("k");
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write key");
+        path.display().to_string()
+    };
+    let keys = format!(
+        "decryption:\n  content_encryption: [A128GCM, A256GCM, A128CBC-HS256]\n  keys:\n    - {{kid: rsa, algorithm: RSA-OAEP-256, file: {}}}\n    - {{kid: p256, algorithm: ECDH-ES+A128KW, file: {}}}\n    - {{kid: x25519, algorithm: ECDH-ES, file: {}}}\n    - {{kid: dir, algorithm: dir, file: {}}}\n",
+        file("rsa.pem", &rsa.to_pem_private_key()),
+        file("p256.json", p256.to_jwk_key_pair().to_string().as_bytes()),
+        file(
+            "x25519.json",
+            x25519.to_jwk_key_pair().to_string().as_bytes()
+        ),
+        file("dir.json", shared.to_string().as_bytes()),
+    );
+    let yaml = issuer
+        .yaml()
+        .replace("keys: {jwks:", "accept_encrypted: true, keys: {jwks:");
+    let config = fedauthz::config::parse_yaml(
+        &format!("{keys}issuers:\n{yaml}token_cache: {{max_entries: 0}}\n{ROUTES}"),
+        "bench.yaml",
+    )
+    .expect("config");
+    let generation =
+        Generation::build(config, None, &Arc::new(tokio::sync::Notify::new())).expect("generation");
+    let pipeline = &generation.pipeline;
+    let jws = issuer.token("alice", now);
+    let seal = |kid: &str, enc: &str, encrypter: &dyn josekit::jwe::JweEncrypter| {
+        let mut header = JweHeader::new();
+        header.set_content_encryption(enc);
+        header.set_key_id(kid);
+        header.set_content_type("JWT");
+        JweContext::new()
+            .serialize_compact(jws.as_bytes(), &header, encrypter)
+            .expect("encrypt")
+    };
+    let cases: Vec<(&str, String)> = vec![
+        ("ES256 plain", jws.clone()),
+        (
+            "RSA-OAEP-256+A256GCM",
+            seal(
+                "rsa",
+                "A256GCM",
+                &jwe::RSA_OAEP_256
+                    .encrypter_from_jwk(&rsa.to_jwk_public_key())
+                    .expect("enc"),
+            ),
+        ),
+        (
+            "ECDH-ES+A128KW+A128GCM (P-256)",
+            seal(
+                "p256",
+                "A128GCM",
+                &jwe::ECDH_ES_A128KW
+                    .encrypter_from_jwk(&p256.to_jwk_public_key())
+                    .expect("enc"),
+            ),
+        ),
+        (
+            "ECDH-ES+A128GCM (X25519)",
+            seal(
+                "x25519",
+                "A128GCM",
+                &jwe::ECDH_ES
+                    .encrypter_from_jwk(&x25519.to_jwk_public_key())
+                    .expect("enc"),
+            ),
+        ),
+        (
+            "ECDH-ES+A128CBC-HS256 (X25519)",
+            seal(
+                "x25519",
+                "A128CBC-HS256",
+                &jwe::ECDH_ES
+                    .encrypter_from_jwk(&x25519.to_jwk_public_key())
+                    .expect("enc"),
+            ),
+        ),
+        (
+            "dir+A256GCM",
+            seal(
+                "dir",
+                "A256GCM",
+                &jwe::Dir.encrypter_from_jwk(&shared).expect("enc"),
+            ),
+        ),
+    ];
+    let mut group = c.benchmark_group("pipeline_encrypted");
+    for (name, token) in &cases {
+        let request = request(token, "/orders/7");
+        check_allows(pipeline, &request, now);
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let headers = RequestHeaders::of(black_box(&request));
+                black_box(pipeline.check(&headers, &request_facts(&request), now))
+            });
+        });
+    }
+    group.finish();
+}
+
 fn cached<M: Measurement>(c: &mut Criterion<M>) {
     let now = unix_now();
     let issuers = vec![Issuer::new("rsa", "RS256")];
@@ -340,6 +458,7 @@ fn run<M: Measurement>(mut c: Criterion<M>) {
         .sample_size(40)
         .configure_from_args();
     uncached(&mut c);
+    encrypted(&mut c);
     cached(&mut c);
     hundred_routes(&mut c);
     c.final_summary();
