@@ -382,3 +382,70 @@ fn explain_shows_the_decryption_step_but_never_the_plaintext() {
     // A plain token says so.
     assert!(explain(&inner).contains("  decryption   not encrypted"));
 }
+
+#[test]
+fn a_changed_decryption_key_file_takes_effect_without_a_restart() {
+    use common::process::Process;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = rsa_key(dir.path(), "enc-1");
+    let partners = TestIssuer::es256("https://partners.example.com/", "p1");
+    let config = dir.path().join("fedauthz.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{grpc_listen: '127.0.0.1:0', admin_listen: '127.0.0.1:0', config_poll_interval: 1s}}\ndecryption:\n  keys: [{{kid: enc-1, algorithm: RSA-OAEP-256, file: {}}}]\nissuers:\n  - {{id: partners, issuer: '{}', audiences: [{AUD}], accept_encrypted: true, keys: {{jwks: {}}}}}\n",
+            dir.path().join("enc-1.pem").display(),
+            partners.iss,
+            partners.jwks()
+        ),
+    )
+    .expect("write");
+    let mut server = Process::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fedauthz"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info"),
+    );
+    let line = server.wait_for("fedauthz listening");
+    let log: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    let grpc = log["fields"]["grpc"]
+        .as_str()
+        .expect("grpc address")
+        .to_owned();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let check = |token: String| {
+        let grpc = grpc.clone();
+        runtime.block_on(async move {
+            let mut client =
+                fedauthz::proto::auth::authorization_client::AuthorizationClient::connect(format!(
+                    "http://{grpc}"
+                ))
+                .await
+                .expect("connect");
+            let response = client
+                .check(bearer(&token))
+                .await
+                .expect("check")
+                .into_inner();
+            reason(&response).to_owned()
+        })
+    };
+    let jws = partners.token("alice", AUD);
+    assert_eq!(check(encrypt(&jws, &first, "enc-1")), "token_valid");
+
+    // The key is rotated in place (same kid, new key): tokens for the new key work, tokens for
+    // the old one no longer decrypt.
+    let second = rsa_key(dir.path(), "enc-1");
+    server.wait_for("configuration reloaded");
+    assert_eq!(check(encrypt(&jws, &second, "enc-1")), "token_valid");
+    assert_eq!(check(encrypt(&jws, &first, "enc-1")), "decryption_failed");
+
+    // A key file that no longer loads is refused; the running key stays.
+    std::fs::write(dir.path().join("enc-1.pem"), "not a key").expect("write");
+    let refused = server.wait_for("configuration refused");
+    assert!(refused.contains("decryption.keys[0].file"), "{refused}");
+    assert_eq!(check(encrypt(&jws, &second, "enc-1")), "token_valid");
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+}
