@@ -9,6 +9,7 @@
 //! check through (envoy-ext-authz.md §6). Depends on [`crate::authz`], [`crate::identity`],
 //! [`crate::proto`] and [`crate::reason`].
 
+pub mod mint;
 mod template;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
