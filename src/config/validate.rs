@@ -93,13 +93,11 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
 }
 
 fn check_decryption(config: &Config, errors: &mut Errors) {
-    let accepting: Vec<usize> = (0..config.issuers.len())
-        .filter(|&i| {
-            config
-                .issuers
-                .get(i)
-                .is_some_and(|issuer| issuer.accept_encrypted)
-        })
+    let accepting: Vec<usize> = config
+        .issuers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, issuer)| issuer.accept_encrypted.then_some(i))
         .collect();
     let Some(decryption) = &config.decryption else {
         for i in accepting {

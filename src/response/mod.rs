@@ -234,14 +234,7 @@ impl Responder {
                 metadata.insert("subject".to_owned(), string(token.subject()));
                 if let Some(encryption) = &token.encryption {
                     metadata.insert("encrypted".to_owned(), boolean(true));
-                    metadata.insert(
-                        "encryption".to_owned(),
-                        string(&format!(
-                            "{}+{}",
-                            encryption.alg.name(),
-                            encryption.enc.name()
-                        )),
-                    );
+                    metadata.insert("encryption".to_owned(), string(&encryption.label()));
                 }
             }
             None => {

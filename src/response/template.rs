@@ -130,7 +130,7 @@ impl Field {
             Self::Encryption => token
                 .encryption
                 .as_ref()
-                .map(|e| format!("{}+{}", e.alg.name(), e.enc.name())),
+                .map(crate::verify::jwe::Encryption::label),
             Self::Attribute(name) => identity.attributes.get(name).cloned(),
             Self::Claim(path) => match claim(&token.claims, path)? {
                 Value::String(s) => Some(s.clone()),

@@ -288,10 +288,7 @@ impl FailureLog {
 /// and the running material stays.
 pub struct TlsReloader {
     state: TlsState,
-    config: TlsConfig,
-    alpn: Alpn,
-    prefix: &'static str,
-    watch: FileWatch,
+    files: WatchedTls,
 }
 
 impl TlsReloader {
@@ -299,7 +296,7 @@ impl TlsReloader {
     pub async fn run(mut self, sighup: Arc<Notify>) {
         loop {
             let changed: Vec<PathBuf> = tokio::select! {
-                changed = self.watch.changed() => changed,
+                changed = self.files.watch.changed() => changed,
                 () = sighup.notified() => Vec::new(),
             };
             for file in &changed {
@@ -311,7 +308,7 @@ impl TlsReloader {
     }
 
     async fn reload(&mut self) {
-        let (config, alpn) = (self.config.clone(), self.alpn);
+        let (config, alpn) = (self.files.config.clone(), self.files.alpn);
         let loaded =
             tokio::task::spawn_blocking(move || tls::load(&config, alpn, unix_now())).await;
         let name = self.state.name;
@@ -328,13 +325,13 @@ impl TlsReloader {
                     "TLS certificate reloaded; new handshakes use it"
                 );
                 for (file, warning) in &loaded.warnings {
-                    warn!(listener = name, field = %format!("{}.{}", self.prefix, file.field()),
+                    warn!(listener = name, field = %format!("{}.{}", self.files.prefix, file.field()),
                         problem = %warning, "TLS warning");
                 }
             }
             Ok(Err(err)) => {
                 self.state.metrics.record_tls_reload(name, false);
-                error!(listener = name, field = %err.at(self.prefix).path, problem = %err,
+                error!(listener = name, field = %err.at(self.files.prefix).path, problem = %err,
                     "TLS files refused; keeping the running certificate");
             }
             Err(join) => {
@@ -348,7 +345,6 @@ impl TlsReloader {
 
 /// A listener's TLS files, watched from before their first load.
 pub struct WatchedTls {
-    name: &'static str,
     config: TlsConfig,
     alpn: Alpn,
     prefix: &'static str,
@@ -356,18 +352,11 @@ pub struct WatchedTls {
 }
 
 impl WatchedTls {
-    /// Starts watching `config`'s files for listener `name` (field paths under `prefix`).
-    /// Call before the first load, so that no change between the two is missed.
-    pub async fn new(
-        name: &'static str,
-        config: TlsConfig,
-        alpn: Alpn,
-        prefix: &'static str,
-        poll: Duration,
-    ) -> Self {
+    /// Starts watching `config`'s files (field paths under `prefix`). Call before the first
+    /// load, so that no change between the two is missed.
+    pub async fn new(config: TlsConfig, alpn: Alpn, prefix: &'static str, poll: Duration) -> Self {
         let watch = FileWatch::new(config.files(), poll).await;
         Self {
-            name,
             config,
             alpn,
             prefix,
@@ -377,13 +366,6 @@ impl WatchedTls {
 
     /// Attaches the watch to the listener's running `state`.
     pub fn reloader(self, state: TlsState) -> TlsReloader {
-        debug_assert_eq!(self.name, state.name);
-        TlsReloader {
-            state,
-            config: self.config,
-            alpn: self.alpn,
-            prefix: self.prefix,
-            watch: self.watch,
-        }
+        TlsReloader { state, files: self }
     }
 }

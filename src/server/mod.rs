@@ -90,18 +90,17 @@ impl Server {
         let server = config.server.clone();
         // Watched before the first load: a certificate rotated in between is still seen.
         let poll = server.config_poll_interval.get();
-        let grpc_watch = match &server.tls {
-            Some(tls) => {
-                Some(WatchedTls::new(GRPC, tls.clone(), Alpn::Grpc, "server.tls", poll).await)
+        let watch = |tls: &Option<crate::config::TlsConfig>, alpn, prefix| {
+            let tls = tls.clone();
+            async move {
+                match tls {
+                    Some(tls) => Some(WatchedTls::new(tls, alpn, prefix, poll).await),
+                    None => None,
+                }
             }
-            None => None,
         };
-        let admin_watch = match &server.admin_tls {
-            Some(tls) => Some(
-                WatchedTls::new(ADMIN, tls.clone(), Alpn::Admin, "server.admin_tls", poll).await,
-            ),
-            None => None,
-        };
+        let grpc_watch = watch(&server.tls, Alpn::Grpc, "server.tls").await;
+        let admin_watch = watch(&server.admin_tls, Alpn::Admin, "server.admin_tls").await;
         let prepared =
             tls::prepare(&server, unix_now()).map_err(|errors| ConfigError::Invalid {
                 file: file.clone(),

@@ -140,7 +140,7 @@ pub fn normalize_type(typ: &str) -> String {
 }
 
 /// `typ` without a leading `application/` (in any case) when nothing else in it has a `/`.
-fn media_subtype(typ: &str) -> &str {
+pub(super) fn media_subtype(typ: &str) -> &str {
     const APPLICATION: &str = "application/";
     match (typ.get(..APPLICATION.len()), typ.get(APPLICATION.len()..)) {
         (Some(head), Some(rest))

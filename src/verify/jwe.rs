@@ -56,6 +56,13 @@ pub struct Encryption {
     pub kid: String,
 }
 
+impl Encryption {
+    /// `alg+enc`, e.g. `RSA-OAEP-256+A256GCM` (metadata, header templates).
+    pub fn label(&self) -> String {
+        format!("{}+{}", self.alg.name(), self.enc.name())
+    }
+}
+
 /// A token that decrypted: the inner compact JWS and how it was encrypted.
 #[derive(Debug)]
 pub struct Opened {
@@ -132,13 +139,9 @@ fn segment(part: &str, name: &str) -> Result<Vec<u8>, Rejection> {
         .map_err(|_| malformed(format!("JWE {name} is not base64url")))
 }
 
-/// Whether a media type names a JWT (RFC 7515 §4.1.10: `application/` may be left out).
+/// Whether a media type names a JWT (`application/` may be left out, RFC 7515 §4.1.10).
 fn is_jwt_type(value: &str) -> bool {
-    let bare = value
-        .get(..12)
-        .filter(|prefix| prefix.eq_ignore_ascii_case("application/"))
-        .map_or(value, |_| value.get(12..).unwrap_or(""));
-    bare.eq_ignore_ascii_case("JWT")
+    super::claims::media_subtype(value).eq_ignore_ascii_case("JWT")
 }
 
 impl Framing {
@@ -302,14 +305,10 @@ impl Decrypter {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let mut context = JweContext::new();
-        // josekit inflates `zip: DEF` without a size limit; `zip` is refused before it gets
-        // here, and without the algorithm it is refused there too.
-        context.remove_compression("DEF");
         Ok(Self {
             keys,
             content: config.content_encryption.clone(),
-            context,
+            context: jwe_context(),
         })
     }
 
@@ -333,14 +332,7 @@ impl Decrypter {
                 format!("no decryption key has kid {kid:?}"),
             )
         })?;
-        if key.algorithm != framing.alg {
-            return Err(not_allowed(format!(
-                "decryption key {kid:?} is for {}, the token says {}",
-                key.algorithm.name(),
-                framing.alg.name()
-            )));
-        }
-        let plaintext = self.decrypt(token, &framing, key)?;
+        let plaintext = key.decrypt(&self.context, token, &framing)?;
         if plaintext.len() > max_bytes {
             return Err(Rejection::new(
                 Reason::TokenTooLarge,
@@ -379,30 +371,17 @@ impl Decrypter {
             },
         })
     }
+}
 
-    fn decrypt(
-        &self,
-        token: &str,
-        framing: &Framing,
-        key: &DecryptionKey,
-    ) -> Result<Vec<u8>, Rejection> {
-        decrypt_with(&self.context, token, framing, key)
-    }
+/// josekit's JWE context without compression: it inflates `zip: DEF` without a size limit.
+/// (`zip` is refused in the framing already; without the algorithm it is refused here too.)
+fn jwe_context() -> JweContext {
+    let mut context = JweContext::new();
+    context.remove_compression("DEF");
+    context
 }
 
 impl DecryptionKey {
-    /// A key for `algorithm` from `bytes` (PEM, or a JWK; for `dir` a JWK of `kty: oct`). A JWK
-    /// naming another `kid` or `alg` is refused, and so is a key that does not fit the
-    /// algorithm or `content`.
-    pub fn from_bytes(
-        bytes: &[u8],
-        kid: Option<&str>,
-        algorithm: KeyManagement,
-        content: &[ContentEncryption],
-    ) -> Result<Self, String> {
-        key_from_bytes(bytes, kid, algorithm, content)
-    }
-
     /// Decrypts `token` after the envelope checks only (none of the nested-JWT rules: this is
     /// the JWE layer on its own, as test vectors exercise it), returning the plaintext.
     pub fn decrypt_envelope(
@@ -411,39 +390,36 @@ impl DecryptionKey {
         content: &[ContentEncryption],
     ) -> Result<Vec<u8>, Rejection> {
         let framing = Framing::parse_envelope(token, content)?;
+        self.decrypt(&jwe_context(), token, &framing)
+    }
+
+    /// The algorithm and key-dependent length checks, then josekit, contained.
+    fn decrypt(
+        &self,
+        context: &JweContext,
+        token: &str,
+        framing: &Framing,
+    ) -> Result<Vec<u8>, Rejection> {
         if self.algorithm != framing.alg {
             return Err(not_allowed(format!(
-                "the key is for {}, the token says {}",
+                "decryption key {:?} is for {}, the token says {}",
+                framing.kid(),
                 self.algorithm.name(),
                 framing.alg.name()
             )));
         }
-        let mut context = JweContext::new();
-        context.remove_compression("DEF");
-        decrypt_with(&context, token, &framing, self)
-    }
-}
-
-/// The key-dependent length checks, then josekit, contained.
-fn decrypt_with(
-    context: &JweContext,
-    token: &str,
-    framing: &Framing,
-    key: &DecryptionKey,
-) -> Result<Vec<u8>, Rejection> {
-    {
-        if let Some(modulus) = key.rsa_bytes
+        if let Some(modulus) = self.rsa_bytes
             && framing.encrypted_key.len() != modulus
         {
             return Err(failed());
         }
-        if let Some(len) = key.dir_bytes
+        if let Some(len) = self.dir_bytes
             && len != framing.enc.key_len()
         {
             return Err(failed());
         }
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            context.deserialize_compact(token, key.decrypter.as_ref())
+            context.deserialize_compact(token, self.decrypter.as_ref())
         }));
         match outcome {
             Ok(Ok((plaintext, _header))) => Ok(plaintext),
@@ -457,109 +433,115 @@ fn load_key(
     content: &[ContentEncryption],
 ) -> Result<DecryptionKey, String> {
     let bytes = read_key_file(&config.file)?;
-    key_from_bytes(&bytes, Some(&config.kid), config.algorithm, content)
+    DecryptionKey::from_bytes(&bytes, Some(&config.kid), config.algorithm, content)
 }
 
-fn key_from_bytes(
-    bytes: &[u8],
-    kid: Option<&str>,
-    algorithm: KeyManagement,
-    content: &[ContentEncryption],
-) -> Result<DecryptionKey, String> {
-    let is_jwk = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    let jwk = if is_jwk {
-        Some(Jwk::from_bytes(bytes).map_err(|err| format!("not a JWK: {err}"))?)
-    } else {
-        None
-    };
-    if let Some(jwk) = &jwk {
-        if let (Some(theirs), Some(ours)) = (jwk.key_id(), kid)
-            && theirs != ours
-        {
-            return Err(format!(
-                "the JWK's kid {theirs:?} differs from the configured kid {ours:?}"
-            ));
-        }
-        // A shared `dir` key may name the content encryption it is for instead.
-        let fits = |alg: &str| {
-            alg == algorithm.name()
-                || (algorithm == KeyManagement::Dir
-                    && ContentEncryption::from_name(alg).is_some_and(|enc| content.contains(&enc)))
+impl DecryptionKey {
+    /// A key for `algorithm` from `bytes` (PEM, or a JWK; for `dir` a JWK of `kty: oct`). A JWK
+    /// naming another `kid` or `alg` is refused, and so is a key that does not fit the
+    /// algorithm or `content`.
+    pub fn from_bytes(
+        bytes: &[u8],
+        kid: Option<&str>,
+        algorithm: KeyManagement,
+        content: &[ContentEncryption],
+    ) -> Result<Self, String> {
+        let is_jwk = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        let jwk = if is_jwk {
+            Some(Jwk::from_bytes(bytes).map_err(|err| format!("not a JWK: {err}"))?)
+        } else {
+            None
         };
-        if let Some(alg) = jwk.algorithm()
-            && !fits(alg)
-        {
-            return Err(format!(
-                "the JWK is for {alg}, the configuration says {}",
-                algorithm.name()
-            ));
+        if let Some(jwk) = &jwk {
+            if let (Some(theirs), Some(ours)) = (jwk.key_id(), kid)
+                && theirs != ours
+            {
+                return Err(format!(
+                    "the JWK's kid {theirs:?} differs from the configured kid {ours:?}"
+                ));
+            }
+            // A shared `dir` key may name the content encryption it is for instead.
+            let fits = |alg: &str| {
+                alg == algorithm.name()
+                    || (algorithm == KeyManagement::Dir
+                        && ContentEncryption::from_name(alg)
+                            .is_some_and(|enc| content.contains(&enc)))
+            };
+            if let Some(alg) = jwk.algorithm()
+                && !fits(alg)
+            {
+                return Err(format!(
+                    "the JWK is for {alg}, the configuration says {}",
+                    algorithm.name()
+                ));
+            }
         }
+        let wrong =
+            |err: josekit::JoseError| format!("not a private key for {}: {err}", algorithm.name());
+        let mut rsa_bytes = None;
+        let mut dir_bytes = None;
+        let decrypter: Box<dyn JweDecrypter> = match algorithm {
+            KeyManagement::RsaOaep256 => {
+                let der = match &jwk {
+                    Some(jwk) => jwk_private_der(jwk)?,
+                    None => pem_private_der(bytes)?,
+                };
+                let pkey = openssl::pkey::PKey::private_key_from_der(&der)
+                    .map_err(|err| format!("not a private key: {err}"))?;
+                let rsa = pkey
+                    .rsa()
+                    .map_err(|_| "RSA-OAEP-256 needs an RSA private key".to_owned())?;
+                if pkey.bits() < MIN_RSA_BITS {
+                    return Err(format!(
+                        "an RSA key of {} bits is too small (at least {MIN_RSA_BITS})",
+                        pkey.bits()
+                    ));
+                }
+                rsa_bytes = Some(usize::try_from(rsa.size()).unwrap_or(0));
+                Box::new(match &jwk {
+                    Some(jwk) => jwe::RSA_OAEP_256.decrypter_from_jwk(jwk).map_err(wrong)?,
+                    None => jwe::RSA_OAEP_256.decrypter_from_pem(bytes).map_err(wrong)?,
+                })
+            }
+            KeyManagement::EcdhEs | KeyManagement::EcdhEsA128Kw | KeyManagement::EcdhEsA256Kw => {
+                check_curve(jwk.as_ref(), bytes)?;
+                let algorithm = match algorithm {
+                    KeyManagement::EcdhEs => &jwe::ECDH_ES,
+                    KeyManagement::EcdhEsA128Kw => &jwe::ECDH_ES_A128KW,
+                    _ => &jwe::ECDH_ES_A256KW,
+                };
+                Box::new(match &jwk {
+                    Some(jwk) => algorithm.decrypter_from_jwk(jwk).map_err(wrong)?,
+                    None => algorithm.decrypter_from_pem(bytes).map_err(wrong)?,
+                })
+            }
+            KeyManagement::Dir => {
+                let jwk = jwk.ok_or("dir needs a JWK of kty oct (the shared content key)")?;
+                let secret = jwk
+                    .parameter("k")
+                    .and_then(Value::as_str)
+                    .and_then(|k| URL_SAFE_NO_PAD.decode(k).ok())
+                    .ok_or("dir needs a JWK of kty oct with its key in k")?;
+                if !content.iter().any(|enc| enc.key_len() == secret.len()) {
+                    return Err(format!(
+                        "a {}-byte shared key fits none of the content encryption algorithms",
+                        secret.len()
+                    ));
+                }
+                dir_bytes = Some(secret.len());
+                // josekit wants `alg: dir` or none; the check above already bound the key.
+                let mut bare = jwk.clone();
+                bare.set_algorithm("dir");
+                Box::new(jwe::Dir.decrypter_from_jwk(&bare).map_err(wrong)?)
+            }
+        };
+        Ok(DecryptionKey {
+            algorithm,
+            decrypter,
+            rsa_bytes,
+            dir_bytes,
+        })
     }
-    let wrong =
-        |err: josekit::JoseError| format!("not a private key for {}: {err}", algorithm.name());
-    let mut rsa_bytes = None;
-    let mut dir_bytes = None;
-    let decrypter: Box<dyn JweDecrypter> = match algorithm {
-        KeyManagement::RsaOaep256 => {
-            let der = match &jwk {
-                Some(jwk) => jwk_private_der(jwk)?,
-                None => pem_private_der(bytes)?,
-            };
-            let pkey = openssl::pkey::PKey::private_key_from_der(&der)
-                .map_err(|err| format!("not a private key: {err}"))?;
-            let rsa = pkey
-                .rsa()
-                .map_err(|_| "RSA-OAEP-256 needs an RSA private key".to_owned())?;
-            if pkey.bits() < MIN_RSA_BITS {
-                return Err(format!(
-                    "an RSA key of {} bits is too small (at least {MIN_RSA_BITS})",
-                    pkey.bits()
-                ));
-            }
-            rsa_bytes = Some(usize::try_from(rsa.size()).unwrap_or(0));
-            Box::new(match &jwk {
-                Some(jwk) => jwe::RSA_OAEP_256.decrypter_from_jwk(jwk).map_err(wrong)?,
-                None => jwe::RSA_OAEP_256.decrypter_from_pem(bytes).map_err(wrong)?,
-            })
-        }
-        KeyManagement::EcdhEs | KeyManagement::EcdhEsA128Kw | KeyManagement::EcdhEsA256Kw => {
-            check_curve(jwk.as_ref(), bytes)?;
-            let algorithm = match algorithm {
-                KeyManagement::EcdhEs => &jwe::ECDH_ES,
-                KeyManagement::EcdhEsA128Kw => &jwe::ECDH_ES_A128KW,
-                _ => &jwe::ECDH_ES_A256KW,
-            };
-            Box::new(match &jwk {
-                Some(jwk) => algorithm.decrypter_from_jwk(jwk).map_err(wrong)?,
-                None => algorithm.decrypter_from_pem(bytes).map_err(wrong)?,
-            })
-        }
-        KeyManagement::Dir => {
-            let jwk = jwk.ok_or("dir needs a JWK of kty oct (the shared content key)")?;
-            let secret = jwk
-                .parameter("k")
-                .and_then(Value::as_str)
-                .and_then(|k| URL_SAFE_NO_PAD.decode(k).ok())
-                .ok_or("dir needs a JWK of kty oct with its key in k")?;
-            if !content.iter().any(|enc| enc.key_len() == secret.len()) {
-                return Err(format!(
-                    "a {}-byte shared key fits none of the content encryption algorithms",
-                    secret.len()
-                ));
-            }
-            dir_bytes = Some(secret.len());
-            // josekit wants `alg: dir` or none; the check above already bound the key.
-            let mut bare = jwk.clone();
-            bare.set_algorithm("dir");
-            Box::new(jwe::Dir.decrypter_from_jwk(&bare).map_err(wrong)?)
-        }
-    };
-    Ok(DecryptionKey {
-        algorithm,
-        decrypter,
-        rsa_bytes,
-        dir_bytes,
-    })
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
