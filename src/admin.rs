@@ -1,9 +1,10 @@
-//! The HTTP admin listener: liveness, readiness, Prometheus metrics and (in dev mode) the dev
-//! issuer's JWKS.
+//! The HTTP admin listener: liveness, readiness, Prometheus metrics, the minting keys'
+//! discovery and JWKS (unless `mint.publish.listen` gives them a listener of their own) and
+//! (in dev mode) the dev issuer's JWKS.
 //!
 //! `/healthz` answers 200 while the process runs. `/readyz` answers 200 once the configuration
 //! is loaded and every issuer has keys, 503 with the issuers still missing keys otherwise.
-//! Depends on [`crate::pipeline`].
+//! Depends on [`crate::pipeline`] and [`crate::publish`].
 
 use std::sync::Arc;
 
@@ -38,7 +39,8 @@ pub fn router(state: AdminState) -> Router {
     if state.dev_jwks.is_some() {
         router = router.route("/dev/jwks.json", get(dev_jwks));
     }
-    router.with_state(state)
+    let publish = crate::publish::router(Arc::clone(&state.current), crate::publish::Place::Admin);
+    router.with_state(state).merge(publish)
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

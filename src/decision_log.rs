@@ -1,7 +1,7 @@
 //! Decision log: one structured line per denied check, and a configured sample of allowed ones,
 //! under the tracing target `fedauthz::decision`. The fields are the ones an operator searches
-//! by (request id, decision, reason, issuer, route, status, the calling proxy's mTLS identity)
-//! and never a token or any part of one: the subject appears only when configured, and only
+//! by (request id, decision, reason, issuer, route, status, the calling proxy's mTLS identity,
+//! the `jti` of a token minted for the upstream) and never a token or any part of one: the subject appears only when configured, and only
 //! once the token that names it verified.
 //!
 //! Depends on [`crate::authz`] (the decision), [`crate::caller`], [`crate::config`] and
@@ -38,6 +38,8 @@ pub struct Entry<'a> {
     pub status: Option<u16>,
     /// The calling proxy's verified client certificate (mTLS), if it presented one.
     pub caller: Option<&'a CallerIdentity>,
+    /// The `jti` of the internal token minted for the upstream, if one was.
+    pub mint_jti: Option<&'a str>,
 }
 
 impl DecisionLog {
@@ -87,6 +89,8 @@ impl DecisionLog {
                     subject = subject.as_deref(),
                     caller,
                     encrypted,
+                    minted = entry.mint_jti.is_some(),
+                    mint_jti = entry.mint_jti,
                     "check allowed"
                 );
             }

@@ -70,7 +70,7 @@ impl ExplainRequest {
 }
 
 /// The verification steps, in the order the pipeline takes them.
-const STEPS: [&str; 12] = [
+const STEPS: [&str; 13] = [
     "credential",
     "decryption",
     "framing",
@@ -83,6 +83,7 @@ const STEPS: [&str; 12] = [
     "claims",
     "route",
     "requirements",
+    "mint",
 ];
 
 /// Index in [`STEPS`] of the step that fails with `reason`.
@@ -112,6 +113,7 @@ fn failing_step(reason: Reason) -> usize {
         | Reason::ClaimMismatch => 9,
         Reason::NoRouteMatched => 10,
         Reason::RequirementNotMet => 11,
+        Reason::MintFailed => 12,
     }
 }
 
@@ -193,6 +195,20 @@ pub fn render(request: &ExplainRequest, token: Option<&str>, checked: &Checked) 
             // The plaintext is never printed: the steps after this one name what was inside.
             _ if index == 1 && encrypted => "ok (decrypted; the content is not shown)".to_owned(),
             _ if index == 1 => "not encrypted".to_owned(),
+            _ if index == 12 => match &checked.minted {
+                Some(minted) => format!(
+                    "ok (jti {}, kid {}, exp {}{})",
+                    minted.jti,
+                    minted.kid,
+                    minted.expires_at,
+                    if minted.encrypted {
+                        ", encrypted to the upstream"
+                    } else {
+                        ""
+                    }
+                ),
+                None => "none (this route mints no token)".to_owned(),
+            },
             _ => "ok".to_owned(),
         };
         let _ = writeln!(out, "  {step:<13}{status}");
@@ -220,8 +236,18 @@ fn render_answer(out: &mut String, checked: &Checked) {
     match &checked.response.http_response {
         Some(HttpResponse::OkResponse(ok)) => {
             let _ = writeln!(out, "answer:  ALLOW (the request goes upstream)");
+            let minted = checked.minted.as_deref().map(|m| m.token.as_str());
             for header in ok.headers.iter().filter_map(|h| h.header.as_ref()) {
-                let _ = writeln!(out, "  set     {}: {}", header.key, header.value);
+                // The minted token is a credential: shown by its jti (the mint step), not its text.
+                let value = header
+                    .value
+                    .strip_prefix("Bearer ")
+                    .unwrap_or(&header.value);
+                if Some(value) == minted {
+                    let _ = writeln!(out, "  set     {}: (the minted token)", header.key);
+                } else {
+                    let _ = writeln!(out, "  set     {}: {}", header.key, header.value);
+                }
             }
             for name in &ok.headers_to_remove {
                 let _ = writeln!(out, "  remove  {name}");

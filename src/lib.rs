@@ -9,12 +9,12 @@
 //! | verification (issuer → keys → signature → claims) | [`verify`], over [`jose`] and [`keys`] |
 //! | claim normalization | [`identity`] |
 //! | authorization | [`authz`] |
-//! | response (headers, metadata, denial) | [`response`] |
+//! | response (headers, metadata, minted token, denial) | [`response`], minting in [`response::mint`] |
 //!
 //! [`pipeline`] wires the phases for one configuration ([`config`]); [`server`] runs them
 //! (gRPC and admin listeners, plaintext or TLS, health, shutdown, reload of configuration and
 //! certificates; [`caller`] is the verified mTLS identity of the calling proxy); [`decision_log`], [`metrics`] and [`telemetry`]
-//! observe them; [`dev`] is the local development mode; [`explain`] prints the decision trace of
+//! observe them; [`publish`] serves the minting keys' discovery and JWKS; [`dev`] is the local development mode; [`explain`] prints the decision trace of
 //! one request.
 
 #![forbid(unsafe_code)]
@@ -34,6 +34,7 @@ pub mod keys;
 pub mod metrics;
 pub mod pipeline;
 pub mod proto;
+pub mod publish;
 pub mod reason;
 pub mod response;
 pub mod server;

@@ -1,7 +1,8 @@
 //! Prometheus metrics, served as text on the admin listener at `/metrics`.
 //!
 //! Label values are bounded: decisions, reason codes, issuer ids, fetch result kinds, reload
-//! results, listener names and TLS handshake failure reasons — never subjects, paths or tokens.
+//! results, listener names, TLS handshake failure reasons, signer backends and algorithms —
+//! never subjects, paths or tokens.
 //! Key and token-cache metrics are read from the running configuration at each scrape. Depends on [`crate::pipeline`] (the running
 //! generation), [`crate::keys`] and [`crate::verify::cache`] (their counters).
 
@@ -139,6 +140,8 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "Build information", build);
+        // Shared by every configuration from this one on (each hands them to the next).
+        current.load().pipeline.mint_stats().register(&mut registry);
         registry.register_collector(Box::new(CacheCollector {
             current: Arc::clone(&current),
         }));
@@ -251,6 +254,16 @@ impl Collector for CacheCollector {
             gauge.metric_type(),
         )?;
         gauge.encode(metric)?;
+        if let Some(minter) = pipeline.minter() {
+            let gauge = ConstGauge::new(i64::try_from(minter.cached()).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(
+                "mint_cache_entries",
+                "Minted tokens held for reuse",
+                None,
+                gauge.metric_type(),
+            )?;
+            gauge.encode(metric)?;
+        }
         Ok(())
     }
 }

@@ -23,6 +23,7 @@ use crate::keys::KeyStore;
 use crate::keys::source::{self, KeySources};
 use crate::proto::auth::CheckResponse;
 use crate::reason::{Reason, Rejection};
+use crate::response::mint::{MintStats, Minted, Minter};
 use crate::response::{CookieHeader, CredentialPlace, Responder};
 use crate::verify::cache::{self, CacheStats, TokenCache};
 use crate::verify::jwe::{self, Decrypter};
@@ -48,6 +49,10 @@ pub struct Pipeline {
     decision_log: DecisionLog,
     /// Opens encrypted tokens (`None`: `decryption` is not configured).
     decrypter: Option<Decrypter>,
+    /// Mints internal tokens for upstreams (`None`: `mint` is not configured).
+    minter: Option<Minter>,
+    /// The minting counters (kept even when minting is off, and across reloads).
+    mint_stats: MintStats,
 }
 
 /// The outcome of one check: the answer for Envoy and the decision behind it (for logs).
@@ -61,6 +66,8 @@ pub struct Checked {
     pub route: Option<Arc<str>>,
     /// The token named a kid its issuer's keys lack: a key refresh may change the answer.
     pub key_miss: Option<KeyMiss>,
+    /// The internal token minted for the upstream, when the route mints.
+    pub minted: Option<Arc<Minted>>,
 }
 
 impl Pipeline {
@@ -131,7 +138,66 @@ impl Pipeline {
             responder,
             decision_log: DecisionLog::new(&config.decision_log),
             decrypter: None,
+            minter: None,
+            mint_stats: MintStats::default(),
         }
+    }
+
+    /// The same pipeline, minting with `minter` (built from the same configuration) and
+    /// counting into `stats` (the previous configuration's, so counters carry over).
+    pub fn minting_with(mut self, minter: Option<Minter>, stats: MintStats) -> Self {
+        if let Some(minter) = &minter {
+            self.kept_claims.extend(
+                minter
+                    .claim_paths()
+                    .flat_map(claim_roots)
+                    .map(str::to_owned),
+            );
+        }
+        self.minter = minter;
+        self.mint_stats = stats;
+        self
+    }
+
+    /// The minting step of the response phase, for an allowed check: puts the internal token
+    /// into the response when the route mints. A token that cannot be minted denies the
+    /// check (`mint_failed`, 503): an upstream that expects one must never be reached without.
+    pub async fn mint(&self, checked: &mut Checked, now: i64) {
+        let (Some(minter), Decision::Allow(Some(token))) = (&self.minter, &checked.decision) else {
+            return;
+        };
+        let token = Arc::clone(token);
+        let route = checked.route.clone();
+        match minter.mint(&token, route.as_deref(), now).await {
+            Ok(Some(minted)) => {
+                self.responder
+                    .attach_minted(&mut checked.response, &minted, minter.header());
+                checked.minted = Some(minted);
+            }
+            Ok(None) => {}
+            Err(err) => {
+                let rejection = Rejection::new(Reason::MintFailed, err.to_string())
+                    .for_issuer(&token.issuer.id)
+                    .for_subject(token.subject());
+                let decision = Decision::Deny(rejection);
+                checked.response = self.responder.respond(
+                    &decision,
+                    &CredentialPlace::default(),
+                    route.as_deref(),
+                );
+                checked.decision = decision;
+            }
+        }
+    }
+
+    /// The minter (`None`: `mint` is not configured).
+    pub fn minter(&self) -> Option<&Minter> {
+        self.minter.as_ref()
+    }
+
+    /// The minting counters.
+    pub fn mint_stats(&self) -> &MintStats {
+        &self.mint_stats
     }
 
     /// The same pipeline, opening encrypted tokens with `decrypter` (loaded from the same
@@ -182,6 +248,7 @@ impl Pipeline {
             decision,
             route,
             key_miss,
+            minted: None,
         }
     }
 
@@ -367,18 +434,37 @@ impl Generation {
         keys_changed: &Arc<Notify>,
     ) -> Result<Self, Vec<FieldError>> {
         let prepared = source::prepare(&config)?;
-        // Decryption keys are loaded before key sources start, so a bad one refuses the whole
-        // configuration without side effects.
-        let keys = KeySources::start(prepared, previous.map(|g| &g.keys), keys_changed);
-        let cache_stats =
-            previous.map_or_else(Arc::default, |g| Arc::clone(g.pipeline.cache_stats()));
+        // Decryption and signing keys load before key sources start, so a bad one refuses
+        // the whole configuration without side effects.
         let decrypter = config
             .decryption
             .as_ref()
             .map(Decrypter::load)
             .transpose()?;
-        let pipeline =
-            Pipeline::with_cache_stats(&config, &keys, cache_stats).decrypting_with(decrypter);
+        let mint_stats =
+            previous.map_or_else(MintStats::default, |g| g.pipeline.mint_stats().clone());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let minter = Minter::build(
+            &config,
+            previous.and_then(|g| g.pipeline.minter()),
+            mint_stats.clone(),
+            now,
+        )?
+        .map(|built| {
+            for warning in &built.warnings {
+                tracing::warn!(field = %warning.path, problem = %warning.message,
+                    "minting key warning");
+            }
+            built.minter
+        });
+        let keys = KeySources::start(prepared, previous.map(|g| &g.keys), keys_changed);
+        let cache_stats =
+            previous.map_or_else(Arc::default, |g| Arc::clone(g.pipeline.cache_stats()));
+        let pipeline = Pipeline::with_cache_stats(&config, &keys, cache_stats)
+            .decrypting_with(decrypter)
+            .minting_with(minter, mint_stats);
         Ok(Self {
             config,
             keys,

@@ -66,11 +66,14 @@ pub enum Reason {
     NoRouteMatched,
     /// The token is valid but does not meet the matched route's requirements.
     RequirementNotMet,
+    /// Access was granted but the internal token for the upstream could not be minted
+    /// (signer or HSM failure): fail closed.
+    MintFailed,
 }
 
 impl Reason {
     /// Every reason, in a stable order.
-    pub const ALL: [Self; 26] = [
+    pub const ALL: [Self; 27] = [
         Self::TokenMissing,
         Self::CredentialAmbiguous,
         Self::TokenTooLarge,
@@ -97,6 +100,7 @@ impl Reason {
         Self::ClaimMismatch,
         Self::NoRouteMatched,
         Self::RequirementNotMet,
+        Self::MintFailed,
     ];
 
     /// The stable code, e.g. `token_expired`.
@@ -128,6 +132,7 @@ impl Reason {
             Self::ClaimMismatch => "claim_mismatch",
             Self::NoRouteMatched => "no_route_matched",
             Self::RequirementNotMet => "requirement_not_met",
+            Self::MintFailed => "mint_failed",
         }
     }
 
@@ -163,6 +168,7 @@ impl Reason {
             Self::ClaimMismatch => "the token does not carry a required claim value",
             Self::NoRouteMatched => "no access rule covers this request",
             Self::RequirementNotMet => "the token does not grant access to this resource",
+            Self::MintFailed => "the service is temporarily unable to authorize the request",
         }
     }
 }

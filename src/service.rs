@@ -106,8 +106,8 @@ pub async fn check_refreshing(pipeline: &Pipeline, request: &CheckRequest) -> Ch
     finish(pipeline, checked, &RequestHeaders::of(request))
 }
 
-/// The check of [`check_refreshing`], with the decision and route behind its response and
-/// without logging (`fedauthz explain` prints them instead). `caller` is the proxy's verified
+/// The check of [`check_refreshing`] (minting included), with the decision and route behind
+/// its response and without logging (`fedauthz explain` prints them instead). `caller` is the proxy's verified
 /// client certificate, if its connection had one.
 pub async fn check_detailed(
     pipeline: &Pipeline,
@@ -129,6 +129,7 @@ pub async fn check_detailed(
     {
         checked = pipeline.check(&headers, &facts, unix_now());
     }
+    pipeline.mint(&mut checked, unix_now()).await;
     checked
 }
 
@@ -181,6 +182,7 @@ fn finish_for(
         route: checked.route.as_deref(),
         status,
         caller,
+        mint_jti: checked.minted.as_deref().map(|minted| minted.jti.as_str()),
     });
     checked.response
 }

@@ -8,6 +8,8 @@
 
 mod duration;
 mod load;
+mod mint;
+mod timestamp;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -19,6 +21,11 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::HumanDuration;
 pub use load::{ConfigError, FieldError, load_file, parse_yaml};
+pub use mint::{
+    KeyState, MintCacheConfig, MintConfig, MintEncryptionConfig, MintKeyConfig, PinSource,
+    Pkcs11KeyConfig, PublishConfig, REGISTERED_CLAIMS, RouteMintConfig, SigningAlgorithmName,
+};
+pub use timestamp::Timestamp;
 pub use validate::validate;
 
 use crate::jose::Algorithm;
@@ -61,6 +68,10 @@ pub struct Config {
     /// `token_encrypted`.
     #[serde(default)]
     pub decryption: Option<DecryptionConfig>,
+    /// Internal tokens minted for upstreams on allow, and their publication. Absent: nothing
+    /// is minted.
+    #[serde(default)]
+    pub mint: Option<MintConfig>,
 }
 
 /// Encrypted tokens: signed-then-encrypted JWTs (RFC 7519 §5.2, JWE header `cty: JWT`) only.
@@ -614,6 +625,10 @@ pub struct RouteConfig {
     /// `response.headers`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The internal token minted for requests this route allows with a verified token
+    /// (default: as `mint.audience` says).
+    #[serde(default)]
+    pub mint: Option<RouteMintConfig>,
 }
 
 /// Request attributes a route matches on; every listed condition must hold, and a list matches
@@ -810,6 +825,14 @@ impl Config {
         }
         if let Some(decryption) = &self.decryption {
             files.extend(decryption.keys.iter().map(|key| key.file.clone()));
+        }
+        if let Some(mint) = &self.mint {
+            files.extend(mint.files().cloned());
+        }
+        for route in self.routes.iter().flatten() {
+            if let Some(encrypt) = route.mint.as_ref().and_then(|m| m.encrypt.as_ref()) {
+                files.push(encrypt.key_file.clone());
+            }
         }
         files
     }

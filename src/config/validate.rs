@@ -89,6 +89,7 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
         );
     }
     check_routes(config, &mut errors);
+    errors.0.extend(super::mint::validate(config));
     errors.0
 }
 
@@ -953,7 +954,7 @@ fn check_locations(locations: &[TokenLocation], at: &str, errors: &mut Errors) {
 }
 
 /// A lower-case HTTP field name (RFC 9110 token), not a pseudo-header.
-fn check_header_name(name: &str) -> Result<(), String> {
+pub(super) fn check_header_name(name: &str) -> Result<(), String> {
     let token =
         |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(token) {

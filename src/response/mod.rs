@@ -73,7 +73,7 @@ impl Challenge {
                 error: Some("insufficient_scope"),
             },
             // Not the client's fault: say so, so it does not throw away a good token.
-            Reason::KeysUnavailable => Self {
+            Reason::KeysUnavailable | Reason::MintFailed => Self {
                 http_status: 503,
                 grpc_code: grpc_code::UNAVAILABLE,
                 error: None,
@@ -134,10 +134,46 @@ pub enum CookieHeader {
 impl Responder {
     /// A responder shaped by the response settings of `config` (already validated).
     pub fn new(config: &Config) -> Self {
-        Self::with_routes(
+        let mut responder = Self::with_routes(
             &config.response,
             config.routes.as_deref().unwrap_or_default(),
-        )
+        );
+        // A client-sent copy of the minted-token header never reaches the upstream. Not
+        // `authorization`: that is the credential's own header, handled as such.
+        if let Some(mint) = &config.mint {
+            let header = mint.header.to_ascii_lowercase();
+            if header != "authorization" {
+                responder.settable.insert(header);
+            }
+        }
+        responder
+    }
+
+    /// Puts `minted` into the allow `response`: in `header` (`authorization` as `Bearer`),
+    /// overwriting any other value and never removed afterwards, and its `jti` and `kid` in
+    /// the dynamic metadata.
+    pub fn attach_minted(&self, response: &mut CheckResponse, minted: &mint::Minted, header: &str) {
+        let Some(HttpResponse::OkResponse(ok)) = &mut response.http_response else {
+            return;
+        };
+        let value = if header == "authorization" {
+            format!("Bearer {}", minted.token)
+        } else {
+            minted.token.clone()
+        };
+        ok.headers
+            .retain(|h| h.header.as_ref().is_none_or(|h| h.key != header));
+        ok.headers.push(set_header(header, &value));
+        ok.headers_to_remove.retain(|name| name != header);
+        if let Some(metadata) = response.dynamic_metadata.as_mut() {
+            metadata.fields.insert("minted".to_owned(), boolean(true));
+            metadata
+                .fields
+                .insert("mint_jti".to_owned(), string(&minted.jti));
+            metadata
+                .fields
+                .insert("mint_kid".to_owned(), string(&minted.kid));
+        }
     }
 
     /// The claim paths some header template reads.

@@ -74,6 +74,8 @@ pub struct Server {
     keys_changed: Arc<Notify>,
     grpc: TcpListener,
     admin: TcpListener,
+    /// `mint.publish.listen`: discovery and the JWKS on a listener of their own.
+    publish: Option<TcpListener>,
     grpc_tls: Option<(TlsState, WatchedTls)>,
     admin_tls: Option<(TlsState, WatchedTls)>,
     options: ServeOptions,
@@ -111,8 +113,17 @@ impl Server {
         }
         let generation = Generation::build(config, None, &keys_changed)
             .map_err(|errors| ConfigError::Invalid { file, errors })?;
+        let publish_listen = generation
+            .config
+            .mint
+            .as_ref()
+            .and_then(|mint| mint.publish.listen);
         let grpc = bind("gRPC", server.grpc_listen).await?;
         let admin = bind("admin", server.admin_listen).await?;
+        let publish = match publish_listen {
+            Some(addr) => Some(bind("key publication", addr).await?),
+            None => None,
+        };
         let current = Arc::new(ArcSwap::from_pointee(generation));
         let metrics = Arc::new(Metrics::new(Arc::clone(&current)));
         let attach = |name, loaded: Option<tls::LoadedTls>, watch: Option<WatchedTls>| {
@@ -128,6 +139,7 @@ impl Server {
             keys_changed,
             grpc,
             admin,
+            publish,
             options,
         })
     }
@@ -144,6 +156,11 @@ impl Server {
         self.admin
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The bound key publication address (`mint.publish.listen`), if any.
+    pub fn publish_addr(&self) -> Option<SocketAddr> {
+        self.publish.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// A handle that swaps in new configurations while the server runs.
@@ -164,6 +181,7 @@ impl Server {
             keys_changed,
             grpc,
             admin,
+            publish,
             grpc_tls,
             admin_tls,
             options,
@@ -258,6 +276,14 @@ impl Server {
                 tokio::spawn(async move { server.await })
             }
         };
+        let publish_task = publish.map(|listener| {
+            info!(addr = %display_addr(&listener), "serving minting key discovery and JWKS");
+            let router =
+                crate::publish::router(Arc::clone(&current), crate::publish::Place::OwnListener);
+            let server =
+                axum::serve(listener, router).with_graceful_shutdown(stopped(stop_tx.subscribe()));
+            tokio::spawn(async move { server.await })
+        });
         info!(grpc = %grpc_addr, admin = %admin_addr, grpc_tls = grpc_tls.is_some(),
             admin_tls = admin_tls.is_some(), "fedauthz listening");
 
@@ -301,6 +327,13 @@ impl Server {
             .is_err()
         {
             warn!("admin listener did not stop in time");
+        }
+        if let Some(task) = publish_task
+            && tokio::time::timeout(Duration::from_secs(1), task)
+                .await
+                .is_err()
+        {
+            warn!("key publication listener did not stop in time");
         }
         result
     }
@@ -362,6 +395,10 @@ impl Reloader {
         let previous = self.current.load_full();
         if config.server != previous.config.server {
             warn!("server.* changed; listener settings take effect only after a restart");
+        }
+        let listen = |c: &Config| c.mint.as_ref().and_then(|m| m.publish.listen);
+        if listen(&config) != listen(&previous.config) {
+            warn!("mint.publish.listen changed; it takes effect only after a restart");
         }
         let generation = Generation::build(config, Some(&previous), &self.keys_changed)
             .inspect_err(|_| self.metrics.record_reload(false))?;

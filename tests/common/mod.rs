@@ -261,6 +261,8 @@ impl JwksServer {
 pub struct RunningServer {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
+    /// `mint.publish.listen`, when the configuration sets it.
+    pub publish: Option<SocketAddr>,
     pub reloader: Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), fedauthz::server::ServerError>>>,
@@ -277,6 +279,7 @@ impl RunningServer {
             .await
             .expect("server binds");
         let (grpc, admin, reloader) = (server.grpc_addr(), server.admin_addr(), server.reloader());
+        let publish = server.publish_addr();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
@@ -284,6 +287,7 @@ impl RunningServer {
         Self {
             grpc,
             admin,
+            publish,
             reloader,
             stop: Some(stop_tx),
             task: Some(task),
