@@ -344,6 +344,21 @@ fn check_config(file: &Path) -> Result<(), String> {
     {
         errors.extend(keys);
     }
+    // Signing keys open as the server would open them (a PKCS#11 PIN or key label is checked
+    // here), and the rotation rules that need the clock run now.
+    match fedauthz::response::mint::Minter::build(
+        &config,
+        None,
+        fedauthz::response::mint::MintStats::default(),
+        unix_now(),
+    ) {
+        Ok(built) => {
+            for warning in built.iter().flat_map(|b| &b.warnings) {
+                eprintln!("fedauthz: warning: {}: {warning}", file.display());
+            }
+        }
+        Err(keys) => errors.extend(keys),
+    }
     match fedauthz::server::tls::prepare(&config.server, unix_now()) {
         Ok(prepared) => {
             for warning in prepared.warnings {

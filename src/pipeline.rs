@@ -482,6 +482,100 @@ impl Generation {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_token_that_cannot_be_minted_denies_the_check_with_a_503() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let pair = josekit::jws::ES256.generate_key_pair().unwrap();
+        let signer = josekit::jws::ES256
+            .signer_from_jwk(&josekit::jwk::KeyPair::to_jwk_private_key(&pair))
+            .unwrap();
+        let mut jwk = josekit::jwk::KeyPair::to_jwk_public_key(&pair);
+        jwk.set_key_id("k1");
+        let dir = tempfile::tempdir().unwrap();
+        let group =
+            openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+        let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap())
+            .unwrap();
+        std::fs::write(
+            dir.path().join("m.pem"),
+            key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        let yaml = format!(
+            "issuers:\n  - {{id: idp, issuer: 'https://idp.example.com/', audiences: [api], keys: {{jwks: {{keys: [{}]}}}}}}\nmint:\n  issuer: https://fedauthz.internal\n  audience: orders\n  keys: [{{file: '{}', state: current, initial: true}}]\n",
+            serde_json::Value::Object(jwk.as_ref().clone()),
+            dir.path().join("m.pem").display()
+        );
+        let config = crate::config::parse_yaml(&yaml, "t.yaml").unwrap();
+        let mut generation = Generation::build(config, None, &Arc::new(Notify::new())).unwrap();
+        /// A key whose module has gone away.
+        #[derive(Debug)]
+        struct Gone(serde_json::Map<String, serde_json::Value>);
+        impl crate::response::mint::Signer for Gone {
+            fn algorithm(&self) -> crate::response::mint::SigningAlgorithm {
+                crate::response::mint::SigningAlgorithm::Es256
+            }
+            fn public_jwk(&self) -> &serde_json::Map<String, serde_json::Value> {
+                &self.0
+            }
+            fn kid(&self) -> &str {
+                "gone"
+            }
+            fn backend(&self) -> &'static str {
+                "pkcs11"
+            }
+            fn sign(&self, _: &[u8]) -> Result<Vec<u8>, crate::response::mint::SignError> {
+                Err(crate::response::mint::SignError::Sign(
+                    "token removed".into(),
+                ))
+            }
+        }
+        generation
+            .pipeline
+            .minter
+            .as_mut()
+            .unwrap()
+            .sign_with(Arc::new(Gone(serde_json::Map::new())));
+        let now = crate::service::unix_now();
+        let claims = serde_json::json!({"iss": "https://idp.example.com/", "sub": "alice",
+            "aud": "api", "iat": now, "exp": now + 300});
+        let input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = josekit::jws::JwsSigner::sign(&signer, input.as_bytes()).unwrap();
+        let token = format!("{input}.{}", b64(&signature));
+        let mut headers = std::collections::HashMap::new();
+        headers.insert("authorization".to_owned(), format!("Bearer {token}"));
+        struct Map(std::collections::HashMap<String, String>);
+        impl HeaderLookup for Map {
+            fn header(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+                self.0
+                    .get(name)
+                    .map(|v| std::borrow::Cow::Borrowed(v.as_str()))
+            }
+        }
+        let mut checked = generation
+            .pipeline
+            .check(&Map(headers), &RequestFacts::default(), now);
+        assert!(matches!(checked.decision, Decision::Allow(Some(_))));
+        generation.pipeline.mint(&mut checked, now).await;
+        let Decision::Deny(rejection) = &checked.decision else {
+            panic!("an allow without its minted token: {:?}", checked.decision)
+        };
+        assert_eq!(rejection.reason, Reason::MintFailed);
+        assert!(rejection.detail.contains("token removed"));
+        let Some(crate::proto::auth::check_response::HttpResponse::DeniedResponse(denied)) =
+            &checked.response.http_response
+        else {
+            panic!("not a denial")
+        };
+        assert_eq!(denied.status.map(|s| s.code), Some(503));
+        assert!(checked.minted.is_none());
+    }
+
     #[test]
     fn a_claim_path_may_start_at_any_dot() {
         assert_eq!(claim_roots("a").collect::<Vec<_>>(), ["a"]);

@@ -511,3 +511,89 @@ fn explain_prints_the_trace_without_the_token() {
     );
     assert!(trace.contains("  claims       not reached"), "{trace}");
 }
+
+#[test]
+fn check_config_opens_minting_keys_and_enforces_the_lead_time_of_a_current_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let group =
+        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).expect("P-256");
+    let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("key"))
+        .expect("pkey");
+    let pem = dir.path().join("mint.pem");
+    std::fs::write(&pem, key.private_key_to_pem_pkcs8().expect("pem")).expect("write");
+    let rsa = dir.path().join("rsa.pem");
+    let rsa_key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("rsa"))
+        .expect("pkey");
+    std::fs::write(&rsa, rsa_key.private_key_to_pem_pkcs8().expect("pem")).expect("write");
+    let jwks = TestIssuer::es256("https://a.example.com/", "k1").jwks();
+    let file = dir.path().join("fedauthz.yaml");
+    let stamp = |ago: i64| fedauthz::config::Timestamp::from_unix(common::now() - ago).to_string();
+    let run = |keys: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "issuers:\n  - {{id: a, issuer: 'https://a.example.com/', audiences: [x], keys: {{jwks: {jwks}}}}}\nmint:\n  issuer: https://fedauthz.internal\n  audience: api\n  keys:\n{keys}"
+            ),
+        )
+        .expect("write");
+        let output = fedauthz()
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .expect("run");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let name = file.display();
+
+    // Published ten minutes ago, lead time one hour: refused, with the rule and the way out.
+    let (ok, stderr) = run(&format!(
+        "    - {{file: '{}', state: current, published_at: '{}'}}\n",
+        pem.display(),
+        stamp(600)
+    ));
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{name}: mint.keys[0].state: current is refused: the key was published at"
+        )) && stderr.contains("less than mint.key_lead_time (1h)"),
+        "{stderr}"
+    );
+
+    // A key that does not fit its algorithm, and a missing file: each at its field.
+    let (ok, stderr) = run(&format!(
+        "    - {{file: '{}', state: current, published_at: '{}'}}\n    - {{file: '{}', state: next, algorithm: ES256}}\n    - {{file: '{}/missing.pem', state: next}}\n",
+        pem.display(),
+        stamp(7200),
+        rsa.display(),
+        dir.path().display()
+    ));
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("{name}: mint.keys[1].file: "))
+            && stderr.contains("does not fit ES256"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{name}: mint.keys[2].file: ")) && stderr.contains("cannot read")
+    );
+
+    // Published long enough, with a retired key whose tokens have all expired: valid, with a
+    // warning that the retired key can go.
+    let (ok, stderr) = run(&format!(
+        "    - {{file: '{}', state: current, published_at: '{}'}}\n    - {{file: '{}', state: retired, algorithm: RS256, retired_at: '{}'}}\n",
+        pem.display(),
+        stamp(7200),
+        rsa.display(),
+        stamp(3600)
+    ));
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "fedauthz: warning: {name}: mint.keys[1]: retired at"
+        )) && stderr.contains("can be removed"),
+        "{stderr}"
+    );
+}

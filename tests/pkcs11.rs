@@ -7,6 +7,8 @@
 //! configuration whose token directory the test may write (`scripts/test` installs SoftHSM and
 //! creates both in `target/softhsm/`). Without them this test fails: it never skips.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -59,7 +61,16 @@ fn init_token(label: &str) {
 }
 
 /// The tokens the tests use, one per test so that logins and keys do not interfere.
-const TOKENS: [&str; 6] = ["es256", "rsa", "ed25519", "slot", "type", "pin"];
+const TOKENS: [&str; 8] = [
+    "es256",
+    "rsa",
+    "ed25519",
+    "slot",
+    "type",
+    "pin",
+    "server",
+    "server-pin",
+];
 
 /// The label of this run's token `name`, a fresh token with SO PIN 1234 and user PIN 5678.
 /// Every token is initialized once, one after the other, before the module is loaded in this
@@ -485,4 +496,132 @@ fn a_wrong_pin_is_a_clear_start_up_error() {
         .to_string();
     assert!(err.starts_with("PKCS#11 login:"), "{err}");
     assert!(err.contains("PinIncorrect") || err.contains("PIN"), "{err}");
+}
+
+/// The configuration of a server minting with key `label` of `token`, its PIN read as `pin`.
+fn minting_config(issuer: &common::TestIssuer, token: &str, label: &str, pin: &str) -> String {
+    format!(
+        "issuers:\n  - {{id: corp, issuer: '{}', audiences: [api], keys: {{jwks: {}}}}}\nmint:\n  issuer: http://fedauthz.internal\n  audience: orders\n  keys:\n    - state: current\n      initial: true\n      pkcs11: {{module: {MODULE}, token_label: {token}, key_label: {label}, pin: {pin}, sessions: 2}}\n",
+        issuer.iss,
+        issuer.jwks()
+    )
+}
+
+#[tokio::test]
+async fn the_server_mints_with_a_token_key_and_its_pin_from_a_file() {
+    let token = token("server");
+    generate(&token, Kind::P256, "mint-1", &[7], false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, format!("{PIN}\n")).expect("write pin");
+    let issuer = common::TestIssuer::es256("https://corp.example.com/", "c1");
+    let yaml = minting_config(
+        &issuer,
+        &token,
+        "mint-1",
+        &format!("{{file: '{}'}}", pin_file.display()),
+    );
+    let server = common::RunningServer::start(&yaml).await;
+    let mut client = server.client().await;
+    let response = client
+        .check(common::bearer(&issuer.token("alice", "api")))
+        .await
+        .expect("check")
+        .into_inner();
+    let Some(fedauthz::proto::auth::check_response::HttpResponse::OkResponse(ok)) =
+        &response.http_response
+    else {
+        panic!("not allowed: {response:?}")
+    };
+    let minted = ok
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .find(|h| h.key == "authorization")
+        .and_then(|h| h.value.strip_prefix("Bearer "))
+        .expect("a minted token")
+        .to_owned();
+    let (status, body) = server.admin_get("/.well-known/jwks.json").await;
+    assert_eq!(status, 200);
+    let jwks: Value = serde_json::from_str(&body).expect("jwks");
+    let jwk = jwks["keys"][0].as_object().expect("one key");
+    let (input, signature) = minted.rsplit_once('.').expect("compact JWS");
+    assert!(
+        openssl_verifies(
+            SigningAlgorithm::Es256,
+            jwk,
+            input.as_bytes(),
+            &member(
+                &Map::from_iter([("s".to_owned(), Value::from(signature))]),
+                "s"
+            ),
+        ),
+        "the HSM-signed minted token verifies against the published key"
+    );
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("fedauthz_mint_tokens_total{backend=\"pkcs11\",algorithm=\"ES256\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_wrong_pin_or_a_missing_key_in_the_configuration_is_refused_at_its_field() {
+    let token = token("server-pin");
+    generate(&token, Kind::P256, "mint-1", &[8], false);
+    let build = |yaml: &str| {
+        let config = fedauthz::config::parse_yaml(yaml, "t.yaml").expect("parses");
+        fedauthz::pipeline::Generation::build(
+            config,
+            None,
+            &std::sync::Arc::new(tokio::sync::Notify::new()),
+        )
+        .map(|_| ())
+        .expect_err("refused")
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+    };
+    let issuer = common::TestIssuer::es256("https://corp.example.com/", "c1");
+    let errors = build(&minting_config(
+        &issuer,
+        &token,
+        "mint-1",
+        "{env: FEDAUTHZ_TEST_PIN_UNSET_7f3a}",
+    ));
+    assert!(
+        errors.iter().any(|e| e
+            == "mint.keys[0].pkcs11.pin: environment variable FEDAUTHZ_TEST_PIN_UNSET_7f3a is not set (or not UTF-8)"),
+        "{errors:?}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "0000").expect("write");
+    let errors = build(&minting_config(
+        &issuer,
+        &token,
+        "mint-1",
+        &format!("{{file: '{}'}}", wrong.display()),
+    ));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("mint.keys[0].pkcs11: PKCS#11 login:")),
+        "{errors:?}"
+    );
+    let right = dir.path().join("right");
+    std::fs::write(&right, PIN).expect("write");
+    let errors = build(&minting_config(
+        &issuer,
+        &token,
+        "no-such-key",
+        &format!("{{file: '{}'}}", right.display()),
+    ));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("mint.keys[0].pkcs11: PKCS#11 find key:")
+                && e.contains("no-such-key")),
+        "{errors:?}"
+    );
 }

@@ -163,6 +163,12 @@ impl KeyRing {
         }
     }
 
+    /// Makes `signer` the signing key (tests: a failing signer).
+    #[cfg(test)]
+    pub(crate) fn sign_with(&mut self, signer: Arc<dyn Signer>) {
+        self.current = signer;
+    }
+
     /// The key that signs.
     pub fn current(&self) -> &Arc<dyn Signer> {
         &self.current

@@ -340,6 +340,12 @@ impl Minter {
     pub fn stats(&self) -> &MintStats {
         &self.stats
     }
+
+    /// Signs with `signer` from now on (tests: a failing signer).
+    #[cfg(test)]
+    pub(crate) fn sign_with(&mut self, signer: Arc<dyn Signer>) {
+        self.ring.sign_with(signer);
+    }
 }
 
 /// The `jwks_uri` discovery announces: `mint.publish.jwks_uri`, else beside discovery.
@@ -419,5 +425,229 @@ impl moka::Expiry<[u8; 32], Arc<Minted>> for UntilRenewal {
             .saturating_sub(now)
             .max(0);
         Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::config::{ContentEncryption, KeyManagement, MintEncryptionConfig};
+    use crate::verify::jwe::Decrypter;
+
+    /// An incoming token's verification, through a real pipeline.
+    fn verified(
+        sub: &str,
+        extra_claims: Value,
+    ) -> (Arc<VerifiedToken>, crate::pipeline::Generation) {
+        let pair = josekit::jws::ES256.generate_key_pair().unwrap();
+        let signer = josekit::jws::ES256
+            .signer_from_jwk(&josekit::jwk::KeyPair::to_jwk_private_key(&pair))
+            .unwrap();
+        let mut jwk = josekit::jwk::KeyPair::to_jwk_public_key(&pair);
+        jwk.set_key_id("k1");
+        let yaml = format!(
+            "issuers:\n  - {{id: idp, issuer: 'https://idp.example.com/', audiences: [api], keys: {{jwks: {{keys: [{}]}}}}}}\n",
+            Value::Object(jwk.as_ref().clone())
+        );
+        let config = crate::config::parse_yaml(&yaml, "t.yaml").unwrap();
+        let generation =
+            crate::pipeline::Generation::build(config, None, &Arc::new(tokio::sync::Notify::new()))
+                .unwrap();
+        let now = crate::service::unix_now();
+        let mut claims = json!({"iss": "https://idp.example.com/", "sub": sub, "aud": "api",
+            "iat": now, "exp": now + 300, "scope": "read write"});
+        if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra_claims.as_object()) {
+            claims.extend(extra.clone());
+        }
+        let header = json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = josekit::jws::JwsSigner::sign(&signer, input.as_bytes()).unwrap();
+        let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
+        struct Bearer(String);
+        impl crate::extract::HeaderLookup for Bearer {
+            fn header(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+                (name == "authorization")
+                    .then(|| std::borrow::Cow::Owned(format!("Bearer {}", self.0)))
+            }
+        }
+        let checked =
+            generation
+                .pipeline
+                .check(&Bearer(token), &crate::authz::RequestFacts::default(), now);
+        match checked.decision {
+            crate::authz::Decision::Allow(Some(token)) => (token, generation),
+            other => panic!("not allowed: {other:?}"),
+        }
+    }
+
+    fn mint_config(dir: &std::path::Path, claims: &[(&str, &str)]) -> MintConfig {
+        let group =
+            openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+        let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap())
+            .unwrap();
+        let path = dir.join("mint.pem");
+        std::fs::write(&path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        let yaml = format!(
+            "issuer: https://fedauthz.internal\naudience: orders\nkeys: [{{file: '{}', state: current, initial: true}}]\n",
+            path.display()
+        );
+        let mut mint: MintConfig = serde_saphyr::from_str(&yaml).unwrap();
+        // Set directly: validation would refuse registered names before this point.
+        mint.claims = claims
+            .iter()
+            .map(|(name, template)| ((*name).to_owned(), (*template).to_owned()))
+            .collect();
+        mint
+    }
+
+    #[tokio::test]
+    async fn registered_claims_are_written_last_whatever_a_template_says() {
+        let (token, _generation) = verified("alice", json!({}));
+        let dir = tempfile::tempdir().unwrap();
+        let mint = mint_config(
+            dir.path(),
+            &[
+                ("iss", "https://evil.example.com"),
+                ("aud", "everything"),
+                ("exp", "9999999999"),
+                ("sub", "admin"),
+                ("fedauthz", "{subject}"),
+                ("team", "{subject}-team"),
+            ],
+        );
+        let plan = ClaimPlan::new(&mint);
+        let body = plan.body(&token, "orders");
+        assert_eq!(body["iss"], "https://fedauthz.internal");
+        assert_eq!(body["aud"], "orders");
+        assert_eq!(body["sub"], "idp:alice");
+        assert_eq!(body["scope"], "read write");
+        assert!(
+            body["fedauthz"].is_object(),
+            "the namespace stays the identity"
+        );
+        assert_eq!(body["team"], "alice-team");
+        assert!(
+            body.get("exp").is_none(),
+            "times are stamped at signing only"
+        );
+    }
+
+    #[derive(Debug)]
+    struct Broken(Map<String, Value>);
+
+    impl Signer for Broken {
+        fn algorithm(&self) -> SigningAlgorithm {
+            SigningAlgorithm::Es256
+        }
+        fn public_jwk(&self) -> &Map<String, Value> {
+            &self.0
+        }
+        fn kid(&self) -> &str {
+            "broken"
+        }
+        fn backend(&self) -> &'static str {
+            "pkcs11"
+        }
+        fn sign(&self, _input: &[u8]) -> Result<Vec<u8>, SignError> {
+            Err(SignError::Pkcs11 {
+                step: "sign",
+                detail: "CKR_DEVICE_REMOVED".into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_signer_failure_is_an_error_counted_for_its_backend_and_never_cached() {
+        let (token, generation) = verified("bob", json!({}));
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = generation.config.clone();
+        config.mint = Some(mint_config(dir.path(), &[]));
+        let mut minter = Minter::build(&config, None, MintStats::default(), 0)
+            .unwrap()
+            .unwrap()
+            .minter;
+        minter.sign_with(Arc::new(Broken(Map::new())));
+        let now = crate::service::unix_now();
+        let err = minter.mint(&token, None, now).await.unwrap_err();
+        assert!(err.to_string().contains("CKR_DEVICE_REMOVED"), "{err}");
+        assert_eq!(minter.cached(), 0);
+        let mut registry = prometheus_client::registry::Registry::default();
+        minter.stats().register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("mint_signing_errors_total{backend=\"pkcs11\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_route_can_encrypt_its_token_to_the_upstream_as_a_nested_jwt() {
+        let (token, generation) = verified("carol", json!({}));
+        let dir = tempfile::tempdir().unwrap();
+        let rsa =
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        std::fs::write(dir.path().join("up.pem"), rsa.public_key_to_pem().unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("up-private.pem"),
+            rsa.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+        let mut config = generation.config.clone();
+        config.mint = Some(mint_config(dir.path(), &[]));
+        config.routes = Some(vec![crate::config::RouteConfig {
+            name: "sealed".into(),
+            matches: Default::default(),
+            allow_anonymous: false,
+            require: Default::default(),
+            headers: Default::default(),
+            mint: Some(crate::config::RouteMintConfig {
+                enabled: true,
+                audience: Some("vault".into()),
+                encrypt: Some(MintEncryptionConfig {
+                    key_file: dir.path().join("up.pem"),
+                    algorithm: KeyManagement::RsaOaep256,
+                    content_encryption: ContentEncryption::A256Gcm,
+                    kid: Some("upstream-1".into()),
+                }),
+            }),
+        }]);
+        let minter = Minter::build(&config, None, MintStats::default(), 0)
+            .unwrap()
+            .unwrap()
+            .minter;
+        let now = crate::service::unix_now();
+        let minted = minter
+            .mint(&token, Some("sealed"), now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(minted.encrypted);
+        assert_eq!(minted.token.split('.').count(), 5, "a compact JWE");
+        // The upstream opens it with its private key (fedauthz's own decryption layer plays
+        // the upstream here; tests/mint_interop.rs uses jwcrypto) and finds the signed token.
+        let decryption: crate::config::DecryptionConfig = serde_saphyr::from_str(&format!(
+            "keys: [{{kid: upstream-1, algorithm: RSA-OAEP-256, file: '{}'}}]\n",
+            dir.path().join("up-private.pem").display()
+        ))
+        .unwrap();
+        let opened = Decrypter::load(&decryption)
+            .unwrap()
+            .open(&minted.token, 65536)
+            .unwrap();
+        let payload = opened.jws.split('.').nth(1).unwrap();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(claims["aud"], "vault");
+        assert_eq!(claims["jti"], minted.jti.as_str());
+        // The catch-all default plan stays unencrypted.
+        let plain = minter.mint(&token, None, now).await.unwrap().unwrap();
+        assert!(!plain.encrypted);
+        assert_eq!(plain.token.split('.').count(), 3);
     }
 }
