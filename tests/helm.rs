@@ -640,6 +640,51 @@ fn the_tls_rendering_mounts_whole_secrets_and_configures_both_listeners() {
 }
 
 #[test]
+fn the_mint_rendering_publishes_the_keys_on_a_service_port_of_their_own() {
+    let r = Rendering::new(&["-f", &ci("mint").display().to_string()]);
+    let config = r.config();
+    assert_eq!(config["mint"]["publish"]["listen"], "0.0.0.0:8081");
+    let ports = r.container()["ports"].as_array().expect("container ports");
+    assert!(
+        ports
+            .iter()
+            .any(|p| p["name"] == "http-keys" && p["containerPort"] == 8081),
+        "{ports:?}"
+    );
+    let service = r.get("Service");
+    let port = service["spec"]["ports"]
+        .as_array()
+        .expect("service ports")
+        .iter()
+        .find(|p| p["name"] == "http-keys")
+        .expect("an http-keys Service port");
+    assert_eq!(port["port"], 8081);
+    assert_eq!(port["targetPort"], "http-keys");
+    let policy = r.get("NetworkPolicy");
+    let ingress = policy["spec"]["ingress"].as_array().expect("ingress");
+    assert!(
+        ingress.iter().any(|rule| rule["ports"][0]["port"] == "http-keys"
+            && rule["from"][0]["namespaceSelector"]["matchLabels"]
+                ["fedauthz.dev/verifies-internal-tokens"]
+                == "true"),
+        "{ingress:?}"
+    );
+    let (mount, secret) = secret_mount(&r, "mint-keys");
+    assert_eq!(mount["mountPath"], "/etc/fedauthz/mint");
+    assert_eq!(secret["secretName"], "fedauthz-mint-keys");
+
+    // Without mint there is no such port.
+    let plain = Rendering::new(&[]);
+    assert!(
+        !plain.get("Service")["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .any(|p| p["name"] == "http-keys")
+    );
+}
+
+#[test]
 fn plaintext_grpc_is_declared_behind_istio_and_warned_about_otherwise() {
     // The defaults: no TLS, no mesh; fedauthz warns about its plaintext listener.
     let r = Rendering::new(&[]);
@@ -770,6 +815,7 @@ fn the_schema_refuses_misspelt_values_and_wrong_types_with_helms_error() {
 #[test]
 fn template_rules_refuse_settings_the_chart_owns_or_cannot_honour() {
     let tls_values = ci("tls").display().to_string();
+    let mint_values = ci("mint").display().to_string();
     let cases = [
         (
             vec!["--set", "config.server.grpc_listen=0.0.0.0:1"],
@@ -788,6 +834,15 @@ fn template_rules_refuse_settings_the_chart_owns_or_cannot_honour() {
                 "config.server.admin_tls.certificate_file=/a.crt,config.server.admin_tls.private_key_file=/a.key",
             ],
             "config.server.tls/admin_tls/mesh_mtls: the chart sets them",
+        ),
+        (
+            vec![
+                "-f",
+                &mint_values,
+                "--set",
+                "config.mint.publish.listen=0.0.0.0:1",
+            ],
+            "config.mint.publish.listen: the chart sets it; use ports.publish instead",
         ),
         (
             vec!["--set", "config.server.mesh_mtls=true"],

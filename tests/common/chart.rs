@@ -199,6 +199,7 @@ fn overrides() -> Vec<(&'static str, Value)> {
         ("metrics.serviceMonitor.tlsConfig", kubernetes_object()),
         ("networkPolicy.grpcFrom", kubernetes_list()),
         ("networkPolicy.adminFrom", kubernetes_list()),
+        ("networkPolicy.publishFrom", kubernetes_list()),
         (
             "networkPolicy.egress.dns.namespaceSelector",
             kubernetes_object(),

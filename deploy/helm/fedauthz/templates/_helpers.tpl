@@ -146,6 +146,14 @@ the rules hold with existingConfigMap too). */}}
 {{- $_ := set $server "mesh_mtls" true }}
 {{- end }}
 {{- $_ := set $config "server" $server }}
+{{- with (get $config "mint") }}
+{{- $publish := default (dict) (get . "publish") }}
+{{- if hasKey $publish "listen" }}
+{{- fail "config.mint.publish.listen: the chart sets it; use ports.publish instead" }}
+{{- end }}
+{{- $_ := set $publish "listen" (include "fedauthz.listen" (dict "host" $.Values.listenAddress "port" $.Values.ports.publish)) }}
+{{- $_ := set . "publish" $publish }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
 
