@@ -603,3 +603,66 @@ async fn a_client_sent_copy_of_the_minted_token_header_never_reaches_the_upstrea
     assert!(!upstream(&response).contains_key("x-internal-token"));
     drop(dir);
 }
+
+#[test]
+fn a_changed_key_file_reloads_the_keys_and_a_current_key_swapped_in_place_is_refused() {
+    use common::process::Process;
+    let dir = tempfile::tempdir().expect("tempdir");
+    p256_key(dir.path(), "a");
+    p256_key(dir.path(), "b");
+    let corp = TestIssuer::es256("https://corp.example.com/", "c1");
+    let config = dir.path().join("fedauthz.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{grpc_listen: '127.0.0.1:0', admin_listen: '127.0.0.1:0', config_poll_interval: 1s}}\nissuers:\n  - {{id: corp, issuer: '{}', audiences: [api], keys: {{jwks: {}}}}}\nmint:\n  issuer: {ISSUER}\n  audience: orders\n  keys:\n    - {{file: '{}', state: current, initial: true}}\n    - {{file: '{}', state: next, published_at: '{}'}}\n",
+            corp.iss,
+            corp.jwks(),
+            dir.path().join("a.pem").display(),
+            dir.path().join("b.pem").display(),
+            fedauthz::config::Timestamp::from_unix(now()),
+        ),
+    )
+    .expect("write");
+    let mut server = Process::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fedauthz"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info"),
+    );
+    let line = server.wait_for("fedauthz listening");
+    let log: Value = serde_json::from_str(&line).expect("JSON");
+    let admin: std::net::SocketAddr = log["fields"]["admin"]
+        .as_str()
+        .expect("admin address")
+        .parse()
+        .expect("addr");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let kids = || runtime.block_on(async { Verifier::discover(admin, ISSUER).await.kids() });
+    let before = kids();
+    assert_eq!(before.len(), 2);
+
+    // The next key's file is replaced (a Secret update): the JWKS publishes the new key.
+    p256_key(dir.path(), "b");
+    server.wait_for("configuration reloaded");
+    let after = kids();
+    assert_eq!(after.first(), before.first(), "the current key stays");
+    assert_ne!(
+        after.get(1),
+        before.get(1),
+        "the next key is the new file's"
+    );
+
+    // The current key's file is replaced in place: a key no verifier has seen would sign, so
+    // the reload is refused and the running keys stay.
+    p256_key(dir.path(), "a");
+    let refused = server.wait_for("configuration refused");
+    assert!(
+        refused.contains("mint.keys[0]") && refused.contains("never published"),
+        "{refused}"
+    );
+    assert_eq!(kids(), after);
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+}

@@ -5,7 +5,8 @@
 //! (it signs), and `retired` until every token it signed has expired plus the clock skew.
 //! Loading enforces the rotation rules that need the clock: a `current` key must have been
 //! published for at least `key_lead_time` (or be the issuer's `initial` key), and no key may
-//! claim to be published in the future.
+//! claim to be published in the future. On a reload, the current key must also be one the
+//! running configuration published.
 
 use std::sync::Arc;
 
@@ -143,6 +144,22 @@ impl KeyRing {
                         key.signer.kid()
                     ),
                 ));
+            }
+        }
+        // A running server knows what it has published: a current key it never published is
+        // refused whatever `published_at` says (a key file replaced in place is a new key).
+        if let Some(previous) = previous {
+            let published: Vec<&str> = previous.published(now).map(|k| k.signer.kid()).collect();
+            for (i, key) in keys.iter().enumerate() {
+                if key.state == KeyState::Current && !published.contains(&key.signer.kid()) {
+                    errors.push(FieldError::new(
+                        format!("mint.keys[{i}]"),
+                        format!(
+                            "current is refused: key {} was never published by the running configuration, so verifiers' cached JWKS do not know it (a key file replaced in place is a new key); add it as next first",
+                            key.signer.kid()
+                        ),
+                    ));
+                }
             }
         }
         let current = keys
