@@ -377,3 +377,65 @@ async fn decision_lines_carry_request_id_reason_issuer_route_and_the_configured_
         "allowed checks are not logged unless sampled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allow_line_names_the_minted_tokens_jti_and_no_log_holds_the_minted_token() {
+    let issuer = TestIssuer::es256("https://idp.example.com", "k1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let group =
+        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).expect("P-256");
+    let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("key"))
+        .expect("pkey");
+    let pem = dir.path().join("mint.pem");
+    std::fs::write(&pem, key.private_key_to_pem_pkcs8().expect("pem")).expect("write");
+    let file = config_file(
+        &dir,
+        &issuer,
+        &format!(
+            "decision_log: {{ sample_allowed: 1.0 }}\nmint:\n  issuer: http://fedauthz.internal\n  audience: orders-api\n  keys: [{{file: '{}', state: current, initial: true}}]\n",
+            pem.display()
+        ),
+    );
+    let (mut process, addr) = serve(&file, "json", &[("RUST_LOG", "trace")]);
+    let mut client = client(&addr).await;
+    let mut claims = issuer.claims("alice", "orders");
+    claims.insert("scope".into(), "orders:read".into());
+    let response = client
+        .check(check_request(&[
+            (
+                "authorization",
+                &format!("Bearer {}", issuer.sign(&claims, json!({}))),
+            ),
+            ("x-request-id", "req-minted"),
+        ]))
+        .await
+        .expect("rpc")
+        .into_inner();
+    let jti = common::metadata(&response, "mint_jti")
+        .expect("a minted token")
+        .to_owned();
+    let minted = match &response.http_response {
+        Some(fedauthz::proto::auth::check_response::HttpResponse::OkResponse(ok)) => ok
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == "authorization")
+            .map(|h| h.value.trim_start_matches("Bearer ").to_owned())
+            .expect("authorization"),
+        other => panic!("not allowed: {other:?}"),
+    };
+    let line: serde_json::Value =
+        serde_json::from_str(&process.wait_for("req-minted")).expect("JSON line");
+    assert_eq!(line["fields"]["message"], "check allowed");
+    assert_eq!(line["fields"]["minted"], true);
+    assert_eq!(line["fields"]["mint_jti"], jti.as_str());
+    process.signal("TERM");
+    process.wait_exit();
+    let logs = process.stderr();
+    for segment in minted.split('.').filter(|s| s.len() >= 8) {
+        assert!(
+            !logs.contains(segment),
+            "the logs hold a minted token segment"
+        );
+    }
+}
