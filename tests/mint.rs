@@ -666,3 +666,34 @@ fn a_changed_key_file_reloads_the_keys_and_a_current_key_swapped_in_place_is_ref
     server.signal("TERM");
     assert!(server.wait_exit().success());
 }
+
+#[test]
+fn explain_shows_the_mint_step_and_never_the_minted_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    p256_key(dir.path(), "a");
+    let corp = TestIssuer::es256("https://corp.example.com/", "c1");
+    let partners = TestIssuer::es256("https://partners.example.com/", "p1");
+    let keys = "    - {file: '{dir}/a.pem', state: current, initial: true}";
+    let file = dir.path().join("fedauthz.yaml");
+    std::fs::write(&file, config(dir.path(), &corp, &partners, keys, "")).expect("write");
+    let explain = |path: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fedauthz"))
+            .args(["explain", "--config"])
+            .arg(&file)
+            .args(["--path", path, "--token", &corp.token("erin", "api")])
+            .output()
+            .expect("run explain");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let out = explain("/orders");
+    let step = out
+        .lines()
+        .find(|line| line.trim_start().starts_with("mint "))
+        .unwrap_or_else(|| panic!("no mint step in\n{out}"));
+    assert!(step.contains("ok (jti "), "{step}");
+    assert!(out.contains("  set     authorization: (the minted token)"), "{out}");
+    assert!(!out.contains("eyJ"), "no token text in\n{out}");
+    let out = explain("/public");
+    assert!(out.contains("none (this route mints no token)"), "{out}");
+}
