@@ -1,8 +1,8 @@
 //! Decision log: one structured line per denied check, and a configured sample of allowed ones,
 //! under the tracing target `fedauthz::decision`. The fields are the ones an operator searches
 //! by (request id, decision, reason, issuer, route, status, the calling proxy's mTLS identity,
-//! the `jti` of a token minted for the upstream) and never a token or any part of one: the subject appears only when configured, and only
-//! once the token that names it verified.
+//! the `jti` of a token minted for the upstream) and never a token or any part of one: the
+//! subject appears only when configured, and only once the token that names it verified.
 //!
 //! Depends on [`crate::authz`] (the decision), [`crate::caller`], [`crate::config`] and
 //! [`crate::reason`].

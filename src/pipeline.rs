@@ -2,8 +2,9 @@
 //! credential extraction → verification → authorization → response.
 //!
 //! [`Generation::build`] compiles a validated [`Config`] (plus its running key sources) into
-//! the phases; [`Pipeline::check`] runs one request through them. Pure and synchronous: no I/O
-//! on the request path. Each pipeline has its own verified-token cache
+//! the phases; [`Pipeline::check`] runs one request through them, pure and synchronous: no
+//! I/O on the request path. For an allowed request, [`Pipeline::mint`] then runs the response
+//! phase's one asynchronous step, signing an internal token on a blocking thread. Each pipeline has its own verified-token cache
 //! ([`crate::verify::cache`]), so a reload starts with an empty one; routes and the response
 //! run for every request, cached or not.
 

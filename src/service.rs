@@ -107,8 +107,8 @@ pub async fn check_refreshing(pipeline: &Pipeline, request: &CheckRequest) -> Ch
 }
 
 /// The check of [`check_refreshing`] (minting included), with the decision and route behind
-/// its response and without logging (`fedauthz explain` prints them instead). `caller` is the proxy's verified
-/// client certificate, if its connection had one.
+/// its response and without logging (`fedauthz explain` prints them instead). `caller` is the
+/// proxy's verified client certificate, if its connection had one.
 pub async fn check_detailed(
     pipeline: &Pipeline,
     request: &CheckRequest,

@@ -692,7 +692,10 @@ fn explain_shows_the_mint_step_and_never_the_minted_token() {
         .find(|line| line.trim_start().starts_with("mint "))
         .unwrap_or_else(|| panic!("no mint step in\n{out}"));
     assert!(step.contains("ok (jti "), "{step}");
-    assert!(out.contains("  set     authorization: (the minted token)"), "{out}");
+    assert!(
+        out.contains("  set     authorization: (the minted token)"),
+        "{out}"
+    );
     assert!(!out.contains("eyJ"), "no token text in\n{out}");
     let out = explain("/public");
     assert!(out.contains("none (this route mints no token)"), "{out}");

@@ -369,7 +369,7 @@ pub fn discovery_path(issuer: &str) -> String {
 /// upstream key a route encrypts to.
 fn cache_key(body: &Map<String, Value>, plan: &RoutePlan) -> [u8; 32] {
     let mut hasher = openssl::sha::Sha256::new();
-    hasher.update(Value::Object(body.clone()).to_string().as_bytes());
+    hasher.update(&serde_json::to_vec(body).unwrap_or_default());
     hasher.update(b"\0");
     if let Some(encryption) = &plan.encryption {
         hasher.update(encryption.kid().as_bytes());
