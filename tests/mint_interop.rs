@@ -1,0 +1,195 @@
+//! Interoperability: tokens minted by the real server are verified by jwcrypto (Python), an
+//! implementation independent of josekit, for every signing algorithm, knowing only the issuer
+//! URL: it fetches discovery and the JWKS over HTTP, picks the key by `kid` and checks the
+//! signature and claims. A route that encrypts to its upstream is opened by jwcrypto with the
+//! upstream's private key.
+//!
+//! Needs the `python-interop` feature and jwcrypto (`scripts/install-jwcrypto`, which
+//! `scripts/test` runs; `FEDAUTHZ_JWCRYPTO_PYTHON` overrides the interpreter). Without it this
+//! test fails: it never skips.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{RunningServer, TestIssuer, bearer, metadata};
+use fedauthz::proto::auth::check_response::HttpResponse;
+use josekit::jwk::KeyPair as _;
+use serde_json::{Value, json};
+
+const ISSUER: &str = "http://fedauthz.internal/platform";
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("FEDAUTHZ_JWCRYPTO_PYTHON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/python-jwcrypto"),
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "jwcrypto's python not found at {} (run scripts/install-jwcrypto; scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// What tests/interop/verify_minted.py makes of `request`.
+fn jwcrypto_verifies(request: &Value) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_minted.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run jwcrypto");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request.to_string().as_bytes())
+        .expect("write request");
+    let output = child.wait_with_output().expect("jwcrypto output");
+    assert!(
+        output.status.success(),
+        "jwcrypto refused the minted token: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON from the script")
+}
+
+/// A signing key for `algorithm`, as a PKCS#8 PEM file in `dir`.
+fn signing_key(dir: &Path, algorithm: &str) -> PathBuf {
+    use openssl::pkey::PKey;
+    let key = match algorithm {
+        "ES256" => {
+            let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                .expect("P-256");
+            PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("key")).expect("pkey")
+        }
+        "EdDSA" => PKey::generate_ed25519().expect("Ed25519"),
+        _ => PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("RSA")).expect("pkey"),
+    };
+    let path = dir.join(format!("{algorithm}.pem"));
+    std::fs::write(&path, key.private_key_to_pem_pkcs8().expect("pem")).expect("write");
+    path
+}
+
+/// The minted token of an allow.
+fn minted(response: &fedauthz::proto::auth::CheckResponse) -> String {
+    match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => ok
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == "authorization")
+            .and_then(|h| h.value.strip_prefix("Bearer "))
+            .expect("a minted token")
+            .to_owned(),
+        other => panic!("not allowed: {other:?}"),
+    }
+}
+
+fn with_path(
+    mut request: fedauthz::proto::auth::CheckRequest,
+    path: &str,
+) -> fedauthz::proto::auth::CheckRequest {
+    if let Some(http) = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.path = path.to_owned();
+    }
+    request
+}
+
+// Multi-threaded: the script runs synchronously while the in-process server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwcrypto_verifies_minted_tokens_of_every_algorithm_and_opens_encrypted_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let corp = TestIssuer::es256("https://corp.example.com/", "c1");
+    // The upstreams' encryption keys: fedauthz gets the public halves, jwcrypto the private.
+    let rsa_upstream = josekit::jwe::RSA_OAEP_256
+        .generate_key_pair(2048)
+        .expect("RSA key");
+    std::fs::write(
+        dir.path().join("rsa-up.pem"),
+        rsa_upstream.to_pem_public_key(),
+    )
+    .expect("write");
+    let ec_upstream = josekit::jwe::ECDH_ES_A256KW
+        .generate_ec_key_pair(josekit::jwk::alg::ec::EcCurve::P256)
+        .expect("EC key");
+    std::fs::write(
+        dir.path().join("ec-up.pem"),
+        ec_upstream.to_pem_public_key(),
+    )
+    .expect("write");
+    let private =
+        |pem: Vec<u8>| -> Value { Value::String(String::from_utf8(pem).expect("PEM text")) };
+
+    for algorithm in ["ES256", "EdDSA", "RS256", "PS256"] {
+        let key = signing_key(dir.path(), algorithm);
+        let yaml = format!(
+            "issuers:\n  - {{id: corp, issuer: '{}', audiences: [api], keys: {{jwks: {}}}}}\nroutes:\n  - {{name: sealed-rsa, match: {{paths: [/rsa]}}, mint: {{audience: vault, encrypt: {{key_file: '{}', algorithm: RSA-OAEP-256}}}}}}\n  - {{name: sealed-ec, match: {{paths: [/ec]}}, mint: {{audience: vault, encrypt: {{key_file: '{}', algorithm: ECDH-ES+A256KW, content_encryption: A128GCM}}}}}}\n  - {{name: orders}}\nmint:\n  issuer: {ISSUER}\n  audience: orders-api\n  keys: [{{file: '{}', algorithm: {algorithm}, state: current, initial: true}}]\n",
+            corp.iss,
+            corp.jwks(),
+            dir.path().join("rsa-up.pem").display(),
+            dir.path().join("ec-up.pem").display(),
+            key.display(),
+        );
+        let server = RunningServer::start(&yaml).await;
+        let mut client = server.client().await;
+        let base = format!("http://{}", server.admin);
+        let token = corp.token("alice", "api");
+
+        let response = client
+            .check(bearer(&token))
+            .await
+            .expect("check")
+            .into_inner();
+        let verified = jwcrypto_verifies(&json!({
+            "issuer": ISSUER, "base": base, "token": minted(&response), "audience": "orders-api",
+        }));
+        assert_eq!(verified["header"]["alg"], algorithm);
+        assert_eq!(verified["claims"]["sub"], "corp:alice");
+        assert_eq!(verified["claims"]["fedauthz"]["issuer"], "corp");
+        assert_eq!(
+            verified["claims"]["jti"].as_str(),
+            metadata(&response, "mint_jti")
+        );
+
+        for (path, upstream, alg, enc) in [
+            (
+                "/rsa",
+                private(rsa_upstream.to_pem_private_key()),
+                "RSA-OAEP-256",
+                "A256GCM",
+            ),
+            (
+                "/ec",
+                private(ec_upstream.to_pem_private_key()),
+                "ECDH-ES+A256KW",
+                "A128GCM",
+            ),
+        ] {
+            let response = client
+                .check(with_path(bearer(&token), path))
+                .await
+                .expect("check")
+                .into_inner();
+            let verified = jwcrypto_verifies(&json!({
+                "issuer": ISSUER, "base": base, "token": minted(&response), "audience": "vault",
+                "decrypt": upstream,
+            }));
+            assert_eq!(verified["jwe_header"]["alg"], alg, "{algorithm} {path}");
+            assert_eq!(verified["jwe_header"]["enc"], enc);
+            assert_eq!(verified["header"]["alg"], algorithm);
+            assert_eq!(verified["claims"]["aud"], "vault");
+        }
+        server.shutdown().await.expect("clean shutdown");
+    }
+}
