@@ -1481,3 +1481,131 @@ async fn a_nested_encrypted_token_through_envoy_reaches_the_upstream_as_an_ident
         "decryption_failed"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Minted tokens verified by Envoy's jwt_authn on the upstream side.
+
+const ENVOY_MINT: &str = include_str!("../deploy/envoy/envoy-mint.yaml");
+
+/// deploy/envoy/envoy-mint.yaml with its ports replaced: `(shipped, chosen, occurrences)`.
+fn mint_envoy_yaml(ports: &[(u16, u16, usize)]) -> String {
+    let mut yaml = ENVOY_MINT.to_owned();
+    for &(from, to, count) in ports {
+        let from = format!("port_value: {from} ");
+        assert_eq!(
+            yaml.matches(&from).count(),
+            count,
+            "deploy/envoy/envoy-mint.yaml must use `{from}` {count} times"
+        );
+        yaml = yaml.replace(&from, &format!("port_value: {to} "));
+    }
+    yaml
+}
+
+#[tokio::test]
+async fn envoy_jwt_authn_verifies_the_minted_token_against_the_published_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let partners = TestIssuer::es256("https://partners.example.com/", "b-key-1");
+    let group =
+        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).expect("P-256");
+    let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("key"))
+        .expect("pkey");
+    let key_file = dir.path().join("mint.pem");
+    std::fs::write(&key_file, key.private_key_to_pem_pkcs8().expect("pem")).expect("write");
+    let keys_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = dir.path().join("fedauthz.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuers:\n  - {{id: partners, issuer: '{}', audiences: [{AUD}], keys: {{jwks: {}}}}}\nmint:\n  issuer: http://fedauthz.internal\n  audience: orders-api\n  publish: {{listen: '{keys_addr}'}}\n  keys: [{{file: '{}', state: current, initial: true}}]\n",
+            partners.iss,
+            partners.jwks(),
+            key_file.display()
+        ),
+    )
+    .expect("write config");
+    let echo = Echo::start().await;
+    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _fedauthz = start_fedauthz(&config, grpc).await;
+    let (edge, upstream_side, admin) = (free_port(), free_port(), free_port());
+    let envoy_config = dir.path().join("envoy.yaml");
+    std::fs::write(
+        &envoy_config,
+        mint_envoy_yaml(&[
+            (10000, edge, 1),
+            (10001, upstream_side, 2),
+            (9901, admin, 1),
+            (50051, grpc.port(), 1),
+            (8081, keys_addr.port(), 1),
+            (8080, echo.addr.port(), 1),
+        ]),
+    )
+    .expect("write envoy config");
+    let _envoy = start_envoy(
+        &envoy_config,
+        SocketAddr::from(([127, 0, 0, 1], admin)),
+        Stdio::null(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let get = |port: u16, id: &str, token: Option<String>| {
+        let mut request = client
+            .get(format!("http://127.0.0.1:{port}/orders/1"))
+            .header("x-request-id", id);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        async move { request.send().await.expect("request").status().as_u16() }
+    };
+
+    // client → Envoy ext_authz → fedauthz mints → Envoy jwt_authn verifies → application.
+    let external = partners.token("alice", AUD);
+    assert_eq!(get(edge, "mint-allowed", Some(external.clone())).await, 200);
+    let seen = echo.seen("mint-allowed").expect("reached the application");
+    assert_eq!(seen.values("x-verified-subject"), ["partners:alice"]);
+    assert_eq!(seen.values("x-verified-issuer"), ["partners"]);
+    assert_eq!(seen.values("x-verified-client"), ["partners:alice"]);
+    let forwarded = seen.values("authorization");
+    let minted = forwarded
+        .first()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .expect("the minted token, forwarded by jwt_authn")
+        .to_owned();
+    assert_ne!(
+        minted, external,
+        "the external token never reaches the application"
+    );
+
+    // jwt_authn really verifies: straight to the upstream side, the external token, a
+    // tampered minted token and no token are all refused by Envoy.
+    assert_eq!(
+        get(upstream_side, "mint-external", Some(external)).await,
+        401
+    );
+    let mut parts: Vec<&str> = minted.split('.').collect();
+    let forged_claims = {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut claims: Value =
+            serde_json::from_slice(&engine.decode(parts[1]).expect("b64")).expect("claims");
+        claims["sub"] = json!("partners:admin");
+        engine.encode(claims.to_string())
+    };
+    parts[1] = &forged_claims;
+    assert_eq!(
+        get(upstream_side, "mint-forged", Some(parts.join("."))).await,
+        401
+    );
+    assert_eq!(get(upstream_side, "mint-none", None).await, 401);
+    assert_eq!(
+        get(upstream_side, "mint-direct", Some(minted)).await,
+        200,
+        "the untouched minted token verifies"
+    );
+
+    // A denied check never reaches the application.
+    assert_eq!(get(edge, "mint-denied", None).await, 401);
+    for id in ["mint-external", "mint-forged", "mint-none", "mint-denied"] {
+        assert!(echo.seen(id).is_none(), "{id} reached the application");
+    }
+}
