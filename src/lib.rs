@@ -28,6 +28,7 @@ pub mod decision_log;
 pub mod dev;
 pub mod explain;
 pub mod extract;
+pub mod files;
 pub mod identity;
 pub mod jose;
 pub mod keys;

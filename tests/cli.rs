@@ -515,16 +515,8 @@ fn explain_prints_the_trace_without_the_token() {
 #[test]
 fn check_config_opens_minting_keys_and_enforces_the_lead_time_of_a_current_key() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let group =
-        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).expect("P-256");
-    let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("key"))
-        .expect("pkey");
-    let pem = dir.path().join("mint.pem");
-    std::fs::write(&pem, key.private_key_to_pem_pkcs8().expect("pem")).expect("write");
-    let rsa = dir.path().join("rsa.pem");
-    let rsa_key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("rsa"))
-        .expect("pkey");
-    std::fs::write(&rsa, rsa_key.private_key_to_pem_pkcs8().expect("pem")).expect("write");
+    let pem = common::write_signing_key(&dir.path().join("mint.pem"), "ES256");
+    let rsa = common::write_signing_key(&dir.path().join("rsa.pem"), "RS256");
     let jwks = TestIssuer::es256("https://a.example.com/", "k1").jwks();
     let file = dir.path().join("fedauthz.yaml");
     let stamp = |ago: i64| fedauthz::config::Timestamp::from_unix(common::now() - ago).to_string();

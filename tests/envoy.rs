@@ -1506,12 +1506,7 @@ fn mint_envoy_yaml(ports: &[(u16, u16, usize)]) -> String {
 async fn envoy_jwt_authn_verifies_the_minted_token_against_the_published_keys() {
     let dir = tempfile::tempdir().expect("tempdir");
     let partners = TestIssuer::es256("https://partners.example.com/", "b-key-1");
-    let group =
-        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).expect("P-256");
-    let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("key"))
-        .expect("pkey");
-    let key_file = dir.path().join("mint.pem");
-    std::fs::write(&key_file, key.private_key_to_pem_pkcs8().expect("pem")).expect("write");
+    let key_file = common::write_signing_key(&dir.path().join("mint.pem"), "ES256");
     let keys_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let config = dir.path().join("fedauthz.yaml");
     std::fs::write(

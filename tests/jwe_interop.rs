@@ -9,30 +9,17 @@
 mod common;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{RunningServer, bearer, metadata, reason};
 use josekit::jwk::KeyPair as _;
 use serde_json::{Value, json};
 
-fn python() -> PathBuf {
-    let path = std::env::var_os("FEDAUTHZ_JWCRYPTO_PYTHON").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/python-jwcrypto"),
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "jwcrypto's python not found at {} (run scripts/install-jwcrypto; scripts/test does)",
-        path.display()
-    );
-    path
-}
-
 /// A nested JWT from tests/interop/nested_jwt.py.
 fn jwcrypto_token(request: &Value) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/nested_jwt.py");
-    let mut child = Command::new(python())
+    let mut child = Command::new(common::jwcrypto_python())
         .arg(script)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

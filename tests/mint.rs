@@ -19,13 +19,7 @@ use serde_json::{Map, Value, json};
 
 /// An ES256 (P-256) PKCS#8 key written to `dir/name.pem`.
 fn p256_key(dir: &Path, name: &str) -> PathBuf {
-    let group =
-        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).expect("P-256");
-    let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("key"))
-        .expect("pkey");
-    let path = dir.join(format!("{name}.pem"));
-    std::fs::write(&path, key.private_key_to_pem_pkcs8().expect("pem")).expect("write key");
-    path
+    common::write_signing_key(&dir.join(format!("{name}.pem")), "ES256")
 }
 
 /// The upstream headers an allow sets, by name.

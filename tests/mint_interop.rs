@@ -22,23 +22,10 @@ use serde_json::{Value, json};
 
 const ISSUER: &str = "http://fedauthz.internal/platform";
 
-fn python() -> PathBuf {
-    let path = std::env::var_os("FEDAUTHZ_JWCRYPTO_PYTHON").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/python-jwcrypto"),
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "jwcrypto's python not found at {} (run scripts/install-jwcrypto; scripts/test does)",
-        path.display()
-    );
-    path
-}
-
 /// Runs tests/interop/verify_minted.py on `request`.
 fn run_script(request: &Value) -> std::process::Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_minted.py");
-    let mut child = Command::new(python())
+    let mut child = Command::new(common::jwcrypto_python())
         .arg(script)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -84,19 +71,7 @@ fn upstream_key(kind: &str) -> (Vec<u8>, String) {
 
 /// A signing key for `algorithm`, as a PKCS#8 PEM file in `dir`.
 fn signing_key(dir: &Path, algorithm: &str) -> PathBuf {
-    use openssl::pkey::PKey;
-    let key = match algorithm {
-        "ES256" => {
-            let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
-                .expect("P-256");
-            PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("key")).expect("pkey")
-        }
-        "EdDSA" => PKey::generate_ed25519().expect("Ed25519"),
-        _ => PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("RSA")).expect("pkey"),
-    };
-    let path = dir.join(format!("{algorithm}.pem"));
-    std::fs::write(&path, key.private_key_to_pem_pkcs8().expect("pem")).expect("write");
-    path
+    common::write_signing_key(&dir.join(format!("{algorithm}.pem")), algorithm)
 }
 
 /// The minted token of an allow.

@@ -382,12 +382,7 @@ async fn decision_lines_carry_request_id_reason_issuer_route_and_the_configured_
 async fn an_allow_line_names_the_minted_tokens_jti_and_no_log_holds_the_minted_token() {
     let issuer = TestIssuer::es256("https://idp.example.com", "k1");
     let dir = tempfile::tempdir().expect("tempdir");
-    let group =
-        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).expect("P-256");
-    let key = openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("key"))
-        .expect("pkey");
-    let pem = dir.path().join("mint.pem");
-    std::fs::write(&pem, key.private_key_to_pem_pkcs8().expect("pem")).expect("write");
+    let pem = common::write_signing_key(&dir.path().join("mint.pem"), "ES256");
     let file = config_file(
         &dir,
         &issuer,

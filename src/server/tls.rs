@@ -313,26 +313,18 @@ pub fn prepare(server: &ServerConfig, now: i64) -> Result<Prepared, Vec<FieldErr
 }
 
 fn read_pem(file: TlsFile, path: &Path) -> Result<Vec<u8>, TlsError> {
-    use std::io::Read as _;
-    let read = |source| TlsError::Read {
-        file,
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(read)?
-        .take(MAX_PEM_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read)?;
-    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_PEM_BYTES {
-        return Err(TlsError::Pem {
+    crate::files::read_bounded(path, MAX_PEM_BYTES).map_err(|err| match err {
+        crate::files::ReadError::Io(source) => TlsError::Read {
             file,
             path: path.to_path_buf(),
-            detail: format!("larger than {MAX_PEM_BYTES} bytes; not a PEM certificate or key"),
-        });
-    }
-    Ok(bytes)
+            source,
+        },
+        crate::files::ReadError::TooLarge(_) => TlsError::Pem {
+            file,
+            path: path.to_path_buf(),
+            detail: format!("{err}; not a PEM certificate or key"),
+        },
+    })
 }
 
 fn read_certificates(file: TlsFile, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

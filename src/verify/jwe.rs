@@ -545,15 +545,10 @@ impl DecryptionKey {
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|err| format!("cannot read: {err}"))?;
-    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_KEY_FILE_BYTES {
-        return Err(format!("larger than {MAX_KEY_FILE_BYTES} bytes; not a key"));
-    }
-    Ok(bytes)
+    crate::files::read_bounded(path, MAX_KEY_FILE_BYTES).map_err(|err| match err {
+        crate::files::ReadError::TooLarge(_) => format!("{err}; not a key"),
+        crate::files::ReadError::Io(_) => err.to_string(),
+    })
 }
 
 fn pem_private_der(bytes: &[u8]) -> Result<Vec<u8>, String> {

@@ -436,3 +436,35 @@ pub fn denied_header<'a>(response: &'a CheckResponse, name: &str) -> Option<&'a 
         _ => None,
     }
 }
+
+/// A fresh signing key for `algorithm` (`ES256`: P-256, `EdDSA`: Ed25519, else RSA 2048)
+/// written to `path` as PKCS#8 PEM; returns `path`.
+pub fn write_signing_key(path: &std::path::Path, algorithm: &str) -> std::path::PathBuf {
+    use openssl::pkey::PKey;
+    let key = match algorithm {
+        "ES256" => {
+            let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                .expect("P-256");
+            PKey::from_ec_key(openssl::ec::EcKey::generate(&group).expect("key")).expect("pkey")
+        }
+        "EdDSA" => PKey::generate_ed25519().expect("Ed25519"),
+        _ => PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("RSA")).expect("pkey"),
+    };
+    std::fs::write(path, key.private_key_to_pem_pkcs8().expect("pem")).expect("write key");
+    path.to_path_buf()
+}
+
+/// jwcrypto's interpreter: `FEDAUTHZ_JWCRYPTO_PYTHON`, else `.tools/bin/python-jwcrypto` as
+/// `scripts/install-jwcrypto` makes it. Panics (never skips) when it is missing.
+pub fn jwcrypto_python() -> std::path::PathBuf {
+    let path = std::env::var_os("FEDAUTHZ_JWCRYPTO_PYTHON").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/python-jwcrypto"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "jwcrypto's python not found at {} (run scripts/install-jwcrypto; scripts/test does)",
+        path.display()
+    );
+    path
+}

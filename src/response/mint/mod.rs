@@ -385,22 +385,10 @@ fn new_jti() -> Result<String, MintError> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// Reads a key, PIN or public key file of at most 64 KiB.
+/// Reads a key, PIN or public key file of at most 64 KiB; the error names the file.
 fn read_key_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path)
-        .map_err(|err| format!("{}: cannot read: {err}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|err| format!("{}: cannot read: {err}", path.display()))?;
-    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_KEY_FILE_BYTES {
-        return Err(format!(
-            "{}: larger than {MAX_KEY_FILE_BYTES} bytes",
-            path.display()
-        ));
-    }
-    Ok(bytes)
+    crate::files::read_bounded(path, MAX_KEY_FILE_BYTES)
+        .map_err(|err| format!("{}: {err}", path.display()))
 }
 
 /// Cached tokens leave the cache when they are due for renewal (the lookup checks again

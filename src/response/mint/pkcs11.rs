@@ -381,12 +381,14 @@ fn public_attributes(
         .map_err(step("read public key"))
 }
 
-/// The JWK of a P-256 public key.
-fn ec_jwk(
+/// `CKA_EC_PARAMS` and `CKA_EC_POINT`, each when the object has it.
+type EcAttributes = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The public object's `CKA_EC_PARAMS` and `CKA_EC_POINT` (EC and Edwards keys alike).
+fn ec_params_and_point(
     session: &Session,
     public_key: ObjectHandle,
-    bad: &dyn Fn(String) -> SignError,
-) -> Result<Map<String, Value>, SignError> {
+) -> Result<EcAttributes, SignError> {
     let (mut params, mut point) = (None, None);
     for attribute in public_attributes(
         session,
@@ -399,6 +401,16 @@ fn ec_jwk(
             _ => {}
         }
     }
+    Ok((params, point))
+}
+
+/// The JWK of a P-256 public key.
+fn ec_jwk(
+    session: &Session,
+    public_key: ObjectHandle,
+    bad: &dyn Fn(String) -> SignError,
+) -> Result<Map<String, Value>, SignError> {
+    let (params, point) = ec_params_and_point(session, public_key)?;
     let not_p256 = || bad("the public key is not a P-256 point".into());
     if params.as_deref() != Some(&P256_PARAMS[..]) {
         return Err(not_p256());
@@ -425,18 +437,7 @@ fn ed25519_jwk(
     public_key: ObjectHandle,
     bad: &dyn Fn(String) -> SignError,
 ) -> Result<Map<String, Value>, SignError> {
-    let (mut params, mut point) = (None, None);
-    for attribute in public_attributes(
-        session,
-        public_key,
-        &[AttributeType::EcParams, AttributeType::EcPoint],
-    )? {
-        match attribute {
-            Attribute::EcParams(value) => params = Some(value),
-            Attribute::EcPoint(value) => point = Some(value),
-            _ => {}
-        }
-    }
+    let (params, point) = ec_params_and_point(session, public_key)?;
     let x = ed25519_public(params.as_deref(), point.as_deref())
         .ok_or_else(|| bad("the public key is not an Ed25519 key".into()))?;
     let mut jwk = Map::new();
