@@ -28,6 +28,8 @@ pub struct DecisionLog {
 /// One check, as the decision log sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
+    /// The listener the check arrived on.
+    pub transport: crate::check::Transport,
     /// Envoy's `x-request-id`, when the request carried one.
     pub request_id: Option<&'a str>,
     /// What was decided.
@@ -64,6 +66,7 @@ impl DecisionLog {
                 info!(
                     target: TARGET,
                     decision = "deny",
+                    transport = entry.transport.name(),
                     request_id,
                     reason = rejection.reason.code(),
                     status = entry.status.unwrap_or(0),
@@ -82,6 +85,7 @@ impl DecisionLog {
                 info!(
                     target: TARGET,
                     decision = "allow",
+                    transport = entry.transport.name(),
                     request_id,
                     reason = if token.is_some() { "token_valid" } else { "anonymous" },
                     issuer = issuer.unwrap_or("-"),

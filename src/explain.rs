@@ -114,6 +114,8 @@ fn failing_step(reason: Reason) -> usize {
         Reason::NoRouteMatched => 10,
         Reason::RequirementNotMet => 11,
         Reason::MintFailed => 12,
+        // Only the HTTP listener refuses a proxy; explain reads a CheckRequest.
+        Reason::ProxyUntrusted | Reason::ProxyRequestInvalid => 0,
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! | phase | module |
 //! |---|---|
-//! | proto adapter | [`service`] |
+//! | transport adapter | [`service`] (ext_authz gRPC), [`http_authz`] (Envoy `http_service`, nginx `auth_request`, Traefik `forwardAuth`); both run [`check`] |
 //! | credential extraction | [`extract`] |
 //! | verification (issuer → keys → signature → claims) | [`verify`], over [`jose`] and [`keys`] |
 //! | claim normalization | [`identity`] |
@@ -12,7 +12,7 @@
 //! | response (headers, metadata, minted token, denial) | [`response`], minting in [`response::mint`] |
 //!
 //! [`pipeline`] wires the phases for one configuration ([`config`]); [`server`] runs them
-//! (gRPC and admin listeners, plaintext or TLS, health, shutdown, reload of configuration and
+//! (gRPC, HTTP authorization and admin listeners, plaintext or TLS, health, shutdown, reload of configuration and
 //! certificates; [`caller`] is the verified mTLS identity of the calling proxy); [`decision_log`], [`metrics`] and [`telemetry`]
 //! observe them; [`publish`] serves the minting keys' discovery and JWKS; [`dev`] is the local development mode; [`explain`] prints the decision trace of
 //! one request.
@@ -23,12 +23,14 @@
 pub mod admin;
 pub mod authz;
 pub mod caller;
+pub mod check;
 pub mod config;
 pub mod decision_log;
 pub mod dev;
 pub mod explain;
 pub mod extract;
 pub mod files;
+pub mod http_authz;
 pub mod identity;
 pub mod jose;
 pub mod keys;

@@ -27,6 +27,7 @@ use crate::pipeline::Generation;
 /// Labels of one check outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CheckLabels {
+    transport: &'static str,
     decision: &'static str,
     reason: &'static str,
     issuer: IssuerId,
@@ -41,6 +42,11 @@ impl EncodeLabelValue for IssuerId {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
         encoder.write_str(self.0.as_deref().unwrap_or(""))
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabel {
+    transport: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,7 +81,7 @@ struct VersionLabel {
 pub struct Metrics {
     registry: Registry,
     checks: Family<CheckLabels, Counter>,
-    duration: Histogram,
+    duration: Family<TransportLabel, Histogram>,
     reloads: Family<ResultLabel, Counter>,
     last_reload: Gauge,
     tls_expiry: Family<ListenerLabel, Gauge>,
@@ -90,15 +96,22 @@ impl Metrics {
         let checks = Family::<CheckLabels, Counter>::default();
         registry.register(
             "checks",
-            "Check requests answered, by decision, reason code and issuer id",
+            "Check requests answered, by transport (grpc or http), decision, reason code and \
+             issuer id",
             checks.clone(),
         );
         // 50 µs … ~1.6 s: a check is normally well under a millisecond, but one waiting for a
         // key refresh takes as long as that fetch.
-        let duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let duration = Family::<TransportLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.000_05, 2.0, 16))) as fn() -> Histogram,
+        );
+        // Present from the start for the one listener that always runs.
+        let _ = duration.get_or_create(&TransportLabel {
+            transport: crate::check::Transport::Grpc.name(),
+        });
         registry.register(
             "check_duration_seconds",
-            "Time to answer a Check request",
+            "Time to answer a check, by transport (grpc or http)",
             duration.clone(),
         );
         let reloads = Family::<ResultLabel, Counter>::default();
@@ -183,6 +196,7 @@ impl Metrics {
     /// Counts one answered check.
     pub fn record_check(
         &self,
+        transport: crate::check::Transport,
         decision: &'static str,
         reason: &'static str,
         issuer: Option<&Arc<str>>,
@@ -190,12 +204,17 @@ impl Metrics {
     ) {
         self.checks
             .get_or_create(&CheckLabels {
+                transport: transport.name(),
                 decision,
                 reason,
                 issuer: IssuerId(issuer.cloned()),
             })
             .inc();
-        self.duration.observe(took.as_secs_f64());
+        self.duration
+            .get_or_create(&TransportLabel {
+                transport: transport.name(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts one configuration reload.

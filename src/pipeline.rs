@@ -253,6 +253,22 @@ impl Pipeline {
         }
     }
 
+    /// The answer for a request refused before its credential is read (an HTTP caller that
+    /// is not a trusted proxy, say): `rejection`, shaped as every denial is.
+    pub fn refuse(&self, rejection: Rejection) -> Checked {
+        let decision = Decision::Deny(rejection);
+        let response = self
+            .responder
+            .respond(&decision, &CredentialPlace::default(), None);
+        Checked {
+            response,
+            decision,
+            route: None,
+            key_miss: None,
+            minted: None,
+        }
+    }
+
     /// Verifies `token`, or takes its earlier verification from the cache.
     fn verify(
         &self,

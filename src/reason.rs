@@ -69,11 +69,19 @@ pub enum Reason {
     /// Access was granted but the internal token for the upstream could not be minted
     /// (signer or HSM failure): fail closed.
     MintFailed,
+    /// The HTTP authorization request came from an address outside
+    /// `server.http.trusted_proxies` without a verified client certificate: what it says
+    /// about the original request is not believed.
+    ProxyUntrusted,
+    /// A trusted proxy's HTTP authorization request lacks, or garbles, a header its
+    /// convention describes the original request with (`X-Original-URI`, `X-Forwarded-Method`,
+    /// …): a proxy configuration error.
+    ProxyRequestInvalid,
 }
 
 impl Reason {
     /// Every reason, in a stable order.
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 29] = [
         Self::TokenMissing,
         Self::CredentialAmbiguous,
         Self::TokenTooLarge,
@@ -101,6 +109,8 @@ impl Reason {
         Self::NoRouteMatched,
         Self::RequirementNotMet,
         Self::MintFailed,
+        Self::ProxyUntrusted,
+        Self::ProxyRequestInvalid,
     ];
 
     /// The stable code, e.g. `token_expired`.
@@ -133,6 +143,8 @@ impl Reason {
             Self::NoRouteMatched => "no_route_matched",
             Self::RequirementNotMet => "requirement_not_met",
             Self::MintFailed => "mint_failed",
+            Self::ProxyUntrusted => "proxy_untrusted",
+            Self::ProxyRequestInvalid => "proxy_request_invalid",
         }
     }
 
@@ -169,6 +181,10 @@ impl Reason {
             Self::NoRouteMatched => "no access rule covers this request",
             Self::RequirementNotMet => "the token does not grant access to this resource",
             Self::MintFailed => "the service is temporarily unable to authorize the request",
+            Self::ProxyUntrusted => "the authorization request did not come from a trusted proxy",
+            Self::ProxyRequestInvalid => {
+                "the proxy did not describe the original request as configured"
+            }
         }
     }
 }

@@ -3,7 +3,8 @@
 //! `CheckResponse`. A check never fails as an RPC: every denial is an `Ok` response with a
 //! non-zero status (an RPC error would let the request through under `failure_mode_allow`).
 //!
-//! Depends on [`crate::pipeline`] and [`crate::proto`].
+//! Depends on [`crate::check`] (the transport-neutral run and record), [`crate::pipeline`] and
+//! [`crate::proto`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -16,14 +17,13 @@ use tracing::field::Empty;
 use tracing::{Instrument, debug_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::authz::{Decision, RequestFacts};
+use crate::authz::RequestFacts;
 use crate::caller::{CallerConnection, CallerIdentity};
-use crate::decision_log::Entry;
+use crate::check::{self, Transport};
 use crate::extract::HeaderLookup;
 use crate::metrics::Metrics;
 use crate::pipeline::{Checked, Generation, Pipeline};
 use crate::proto::auth::authorization_server::Authorization;
-use crate::proto::auth::check_response::HttpResponse;
 use crate::proto::auth::{CheckRequest, CheckResponse};
 use crate::proto::core::HeaderMap;
 use crate::telemetry;
@@ -96,14 +96,14 @@ pub fn unix_now() -> i64 {
 pub fn check(pipeline: &Pipeline, request: &CheckRequest, now: i64) -> CheckResponse {
     let headers = RequestHeaders::of(request);
     let checked = pipeline.check(&headers, &request_facts(request), now);
-    finish(pipeline, checked, &headers)
+    finish(pipeline, checked, &headers, None)
 }
 
 /// Like [`check`], but when the token names a kid its issuer's keys lack, asks the issuer's
 /// key store for a refresh (single-flight, rate-limited, bounded wait) and checks once more.
 pub async fn check_refreshing(pipeline: &Pipeline, request: &CheckRequest) -> CheckResponse {
     let checked = check_detailed(pipeline, request, None).await;
-    finish(pipeline, checked, &RequestHeaders::of(request))
+    finish(pipeline, checked, &RequestHeaders::of(request), None)
 }
 
 /// The check of [`check_refreshing`] (minting included), with the decision and route behind
@@ -114,23 +114,11 @@ pub async fn check_detailed(
     request: &CheckRequest,
     caller: Option<&CallerIdentity>,
 ) -> Checked {
-    let headers = RequestHeaders::of(request);
     let facts = RequestFacts {
         caller,
         ..request_facts(request)
     };
-    let mut checked = pipeline.check(&headers, &facts, unix_now());
-    if let Some(miss) = checked.key_miss.take()
-        && miss
-            .store
-            .refresh_for_kid(&miss.kid)
-            .instrument(debug_span!("key_refresh_wait"))
-            .await
-    {
-        checked = pipeline.check(&headers, &facts, unix_now());
-    }
-    pipeline.mint(&mut checked, unix_now()).await;
-    checked
+    check::run(pipeline, &RequestHeaders::of(request), &facts).await
 }
 
 /// The route facts of `request` (host, path, method, context extensions, mTLS principal);
@@ -152,38 +140,21 @@ pub fn request_facts(request: &CheckRequest) -> RequestFacts<'_> {
     }
 }
 
-/// Logs the decision and hands back the response.
-fn finish(pipeline: &Pipeline, checked: Checked, headers: &RequestHeaders<'_>) -> CheckResponse {
-    finish_for(pipeline, checked, headers, None)
-}
-
-/// [`finish`] for a check whose caller presented `caller`.
-fn finish_for(
+/// Logs the decision of a check whose caller presented `caller`, and hands back the response.
+fn finish(
     pipeline: &Pipeline,
     checked: Checked,
     headers: &RequestHeaders<'_>,
     caller: Option<&CallerIdentity>,
 ) -> CheckResponse {
     let request_id = headers.header("x-request-id");
-    let status = checked
-        .response
-        .http_response
-        .as_ref()
-        .and_then(|r| match r {
-            HttpResponse::DeniedResponse(denied) | HttpResponse::ErrorResponse(denied) => {
-                denied.status.as_ref()
-            }
-            HttpResponse::OkResponse(_) => None,
-        })
-        .and_then(|s| u16::try_from(s.code).ok());
-    pipeline.decision_log().record(&Entry {
-        request_id: request_id.as_deref(),
-        decision: &checked.decision,
-        route: checked.route.as_deref(),
-        status,
+    check::log(
+        pipeline,
+        Transport::Grpc,
+        &checked,
+        request_id.as_deref(),
         caller,
-        mint_jti: checked.minted.as_deref().map(|minted| minted.jti.as_str()),
-    });
+    );
     checked.response
 }
 
@@ -237,25 +208,15 @@ impl Authorization for CheckService {
         let checked = check_detailed(&generation.pipeline, request, caller.as_deref())
             .instrument(span.clone())
             .await;
-        let (decision, reason, issuer) = match &checked.decision {
-            Decision::Allow(Some(token)) => ("allow", "token_valid", Some(&token.issuer.id)),
-            Decision::Allow(None) => ("allow", "anonymous", None),
-            Decision::Deny(rejection) => {
-                ("deny", rejection.reason.code(), rejection.issuer.as_ref())
-            }
-        };
-        span.record("fedauthz.decision", decision);
-        span.record("fedauthz.reason", reason);
-        if let Some(issuer) = issuer {
-            span.record("fedauthz.issuer", &**issuer);
-        }
-        if let Some(route) = checked.route.as_deref() {
-            span.record("fedauthz.route", route);
-        }
-        self.metrics
-            .record_check(decision, reason, issuer, started.elapsed());
+        check::record(
+            &self.metrics,
+            Transport::Grpc,
+            &span,
+            &checked,
+            started.elapsed(),
+        );
         let _entered = span.enter();
-        Ok(Response::new(finish_for(
+        Ok(Response::new(finish(
             &generation.pipeline,
             checked,
             &RequestHeaders::of(request),

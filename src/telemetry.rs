@@ -234,6 +234,16 @@ pub fn caller_context(
     extract(&Metadata(metadata)).or_else(|| extract(&RequestHeaders(request_headers)))
 }
 
+/// The trace an HTTP authorization request continues: its own trace headers (Envoy's
+/// authorization client span, or the original request's headers that nginx and Traefik pass
+/// on). `None` when traces are off or none is valid.
+pub fn request_context(request_headers: &impl HeaderLookup) -> Option<opentelemetry::Context> {
+    if !exporting() {
+        return None;
+    }
+    extract(&RequestHeaders(request_headers))
+}
+
 /// The trace context fields a propagator may ask for: the lookups below answer only these, so
 /// no header map is copied.
 const TRACE_HEADERS: [&str; 7] = [

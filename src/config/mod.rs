@@ -7,6 +7,7 @@
 //! running verifier is the job of [`crate::verify`] and [`crate::keys`].
 
 mod duration;
+mod http;
 mod load;
 mod mint;
 mod timestamp;
@@ -20,6 +21,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use duration::HumanDuration;
+pub use http::{Convention, HttpEndpoint, HttpListenerConfig, ProxyNetwork};
 pub use load::{ConfigError, FieldError, load_file, parse_yaml};
 pub use mint::{
     KeyState, MintCacheConfig, MintConfig, MintEncryptionConfig, MintKeyConfig, PinSource,
@@ -269,6 +271,11 @@ pub struct ServerConfig {
     /// `check-config` and start-up warn about a plaintext listener on a non-loopback address.
     #[serde(default)]
     pub mesh_mtls: bool,
+    /// The HTTP authorization listener, for proxies that call an HTTP service instead of
+    /// ext_authz gRPC: Envoy `http_service`, nginx `auth_request`, Traefik `forwardAuth`.
+    /// Absent: off.
+    #[serde(default)]
+    pub http: Option<HttpListenerConfig>,
 }
 
 impl Default for ServerConfig {
@@ -282,6 +289,7 @@ impl Default for ServerConfig {
             tls: None,
             admin_tls: None,
             mesh_mtls: false,
+            http: None,
         }
     }
 }

@@ -90,6 +90,7 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
     }
     check_routes(config, &mut errors);
     errors.0.extend(super::mint::validate(config));
+    errors.0.extend(super::http::validate(config));
     errors.0
 }
 
@@ -157,9 +158,11 @@ fn check_transport(server: &ServerConfig, errors: &mut Errors) {
              set; keep one",
         );
     }
+    let http_tls = server.http.as_ref().and_then(|http| http.tls.clone());
     for (at, tls) in [
         ("server.tls", &server.tls),
         ("server.admin_tls", &server.admin_tls),
+        ("server.http.tls", &http_tls),
     ] {
         let Some(client) = tls.as_ref().and_then(|t| t.client_certificates.as_ref()) else {
             continue;
@@ -277,19 +280,19 @@ fn check_routes(config: &Config, errors: &mut Errors) {
                 errors.push(format!("{at}.match.paths[{i}]"), "must start with / or *");
             }
         }
-        let mtls = config
-            .server
-            .tls
-            .as_ref()
-            .is_some_and(|tls| tls.client_certificates.is_some());
+        let verifies = |tls: Option<&super::TlsConfig>| {
+            tls.is_some_and(|tls| tls.client_certificates.is_some())
+        };
+        let mtls = verifies(config.server.tls.as_ref())
+            || verifies(config.server.http.as_ref().and_then(|h| h.tls.as_ref()));
         for (i, caller) in route.matches.callers.iter().enumerate() {
             if caller.is_empty() {
                 errors.push(format!("{at}.match.callers[{i}]"), "must not be empty");
             } else if !mtls {
                 errors.push(
                     format!("{at}.match.callers[{i}]"),
-                    "needs server.tls.client_certificates: without a verified client \
-                     certificate no caller matches",
+                    "needs server.tls.client_certificates or server.http.tls.client_certificates: \
+                     without a verified client certificate no caller matches",
                 );
             }
         }
@@ -996,6 +999,48 @@ issuers:
     }
 
     #[test]
+    fn http_listener_rules() {
+        let http = |body: &str| {
+            errors(&format!(
+                "server:\n  http:\n    listen: 127.0.0.1:9192\n{body}{GOOD}"
+            ))
+        };
+        assert_eq!(
+            http(""),
+            [
+                "server.http.trusted_proxies: is empty and server.http.tls.client_certificates is not set: no proxy could be trusted, so every request would be denied. List the proxies' networks, or require client certificates"
+            ]
+        );
+        assert_eq!(
+            http("    trusted_proxies: [127.0.0.1/32, '::1']\n"),
+            Vec::<String>::new()
+        );
+        let bad = errors(&format!(
+            "server:\n  http:\n    listen: 127.0.0.1:9192\n    trusted_proxies: [10.0.0.1/8]\n{GOOD}"
+        ));
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].contains("server.http.trusted_proxies[0]") && bad[0].contains("10.0.0.0/8"),
+            "{bad:?}"
+        );
+        let endpoints = "    trusted_proxies: [127.0.0.1]\n    endpoints:\n      - {path: /envoy, convention: envoy}\n      - {path: /envoy/nginx, convention: nginx}\n      - {path: /nginx/, convention: nginx}\n      - {path: /t, convention: traefik}\n      - {path: /t, convention: nginx}\n";
+        assert_eq!(
+            http(endpoints),
+            [
+                "server.http.endpoints[1].path: overlaps server.http.endpoints[0].path \"/envoy\": an Envoy endpoint answers every path under its prefix",
+                "server.http.endpoints[2].path: must be `/` then segments of letters, digits and -._~, with no trailing `/` (got \"/nginx/\")",
+                "server.http.endpoints[4].path: duplicates server.http.endpoints[3].path",
+            ]
+        );
+        assert_eq!(
+            errors(&format!(
+                "server:\n  grpc_listen: 127.0.0.1:9192\n  http:\n    listen: 127.0.0.1:9192\n    trusted_proxies: [127.0.0.1]\n{GOOD}"
+            )),
+            ["server.http.listen: must differ from server.grpc_listen"]
+        );
+    }
+
+    #[test]
     fn transport_rules() {
         let tls = "server:\n  tls:\n    certificate_file: /tls/tls.crt\n    private_key_file: /tls/tls.key\n";
         let mtls = format!(
@@ -1015,7 +1060,7 @@ issuers:
         assert_eq!(
             errors(&format!("{tls}{GOOD}{route}")),
             [
-                "routes[0].match.callers[0]: needs server.tls.client_certificates: without a verified client certificate no caller matches",
+                "routes[0].match.callers[0]: needs server.tls.client_certificates or server.http.tls.client_certificates: without a verified client certificate no caller matches",
                 "routes[0].match.callers[1]: must not be empty",
             ]
         );

@@ -72,6 +72,17 @@ impl Challenge {
                 grpc_code: grpc_code::PERMISSION_DENIED,
                 error: Some("insufficient_scope"),
             },
+            // Not about the client's credential: no challenge.
+            Reason::ProxyUntrusted => Self {
+                http_status: 403,
+                grpc_code: grpc_code::PERMISSION_DENIED,
+                error: None,
+            },
+            Reason::ProxyRequestInvalid => Self {
+                http_status: 400,
+                grpc_code: grpc_code::INVALID_ARGUMENT,
+                error: None,
+            },
             // Not the client's fault: say so, so it does not throw away a good token.
             Reason::KeysUnavailable | Reason::MintFailed => Self {
                 http_status: 503,

@@ -42,6 +42,8 @@ const ACCEPTED_QUEUE: usize = 128;
 pub const GRPC: &str = "grpc";
 /// See [`GRPC`].
 pub const ADMIN: &str = "admin";
+/// See [`GRPC`]: the HTTP authorization listener (`server.http`).
+pub const HTTP: &str = "http";
 
 /// One listener's TLS configuration as it is now, shared by its accept loop and its reloader.
 #[derive(Debug, Clone)]
@@ -89,15 +91,17 @@ impl futures_util::Stream for Accepted {
     }
 }
 
+/// For axum, a TLS connection's address is what the handshake established about the caller
+/// (`ConnectInfo<CallerConnection>`).
 impl axum::serve::Listener for Accepted {
     type Io = TlsConnection;
-    type Addr = SocketAddr;
+    type Addr = CallerConnection;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.rx.recv().await {
             Some(connection) => {
-                let remote = connection.info.remote_addr;
-                (connection, remote)
+                let caller = connection.info.clone();
+                (connection, caller)
             }
             // The accept loop only ends when this is dropped.
             None => std::future::pending().await,
@@ -105,7 +109,48 @@ impl axum::serve::Listener for Accepted {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
+        Ok(CallerConnection {
+            remote_addr: self.local,
+            identity: None,
+        })
+    }
+}
+
+/// A plaintext listener for axum whose connections have `TCP_NODELAY` (an answer is one
+/// small response; with Nagle it can wait for the caller's delayed ACK) and report their
+/// caller as a [`CallerConnection`] without a certificate.
+#[derive(Debug)]
+pub struct Plain(pub TcpListener);
+
+impl axum::serve::Listener for Plain {
+    type Io = TcpStream;
+    type Addr = CallerConnection;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, remote_addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let caller = CallerConnection {
+                        remote_addr,
+                        identity: None,
+                    };
+                    return (stream, caller);
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(CallerConnection {
+            remote_addr: self.0.local_addr()?,
+            identity: None,
+        })
     }
 }
 
@@ -367,5 +412,21 @@ impl WatchedTls {
     /// Attaches the watch to the listener's running `state`.
     pub fn reloader(self, state: TlsState) -> TlsReloader {
         TlsReloader { state, files: self }
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Accepted>>
+    for CallerConnection
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Accepted>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Plain>>
+    for CallerConnection
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Plain>) -> Self {
+        stream.remote_addr().clone()
     }
 }

@@ -1,4 +1,4 @@
-//! Process runtime: binds the gRPC and admin listeners (plaintext, or TLS through
+//! Process runtime: binds the gRPC, admin and (when configured) HTTP authorization listeners (plaintext, or TLS through
 //! [`listener`] with material from [`tls`]), keeps gRPC health in step with key readiness,
 //! reloads the configuration and the TLS certificates on SIGHUP and when their files change
 //! (keeping the last good ones when new ones are refused), and shuts down gracefully,
@@ -31,7 +31,7 @@ use crate::proto::auth::authorization_server::AuthorizationServer;
 use crate::service::CheckService;
 use crate::service::unix_now;
 use crate::watch::FileWatch;
-use listener::{ADMIN, GRPC, TlsState, WatchedTls};
+use listener::{ADMIN, GRPC, HTTP, TlsState, WatchedTls};
 use tls::Alpn;
 
 /// The gRPC service name health is reported for (besides the server-wide "").
@@ -76,8 +76,11 @@ pub struct Server {
     admin: TcpListener,
     /// `mint.publish.listen`: discovery and the JWKS on a listener of their own.
     publish: Option<TcpListener>,
+    /// `server.http.listen`: the HTTP authorization listener.
+    http: Option<TcpListener>,
     grpc_tls: Option<(TlsState, WatchedTls)>,
     admin_tls: Option<(TlsState, WatchedTls)>,
+    http_tls: Option<(TlsState, WatchedTls)>,
     options: ServeOptions,
 }
 
@@ -103,6 +106,8 @@ impl Server {
         };
         let grpc_watch = watch(&server.tls, Alpn::Grpc, "server.tls").await;
         let admin_watch = watch(&server.admin_tls, Alpn::Admin, "server.admin_tls").await;
+        let http_tls = server.http.as_ref().and_then(|http| http.tls.clone());
+        let http_watch = watch(&http_tls, Alpn::Http, "server.http.tls").await;
         let prepared =
             tls::prepare(&server, unix_now()).map_err(|errors| ConfigError::Invalid {
                 file: file.clone(),
@@ -124,6 +129,10 @@ impl Server {
             Some(addr) => Some(bind("key publication", addr).await?),
             None => None,
         };
+        let http = match &server.http {
+            Some(http) => Some(bind("HTTP authorization", http.listen).await?),
+            None => None,
+        };
         let current = Arc::new(ArcSwap::from_pointee(generation));
         let metrics = Arc::new(Metrics::new(Arc::clone(&current)));
         let attach = |name, loaded: Option<tls::LoadedTls>, watch: Option<WatchedTls>| {
@@ -134,12 +143,14 @@ impl Server {
         Ok(Self {
             grpc_tls: attach(GRPC, prepared.grpc, grpc_watch),
             admin_tls: attach(ADMIN, prepared.admin, admin_watch),
+            http_tls: attach(HTTP, prepared.http, http_watch),
             metrics,
             current,
             keys_changed,
             grpc,
             admin,
             publish,
+            http,
             options,
         })
     }
@@ -156,6 +167,11 @@ impl Server {
         self.admin
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The bound HTTP authorization address (`server.http.listen`), if any.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound key publication address (`mint.publish.listen`), if any.
@@ -182,8 +198,10 @@ impl Server {
             grpc,
             admin,
             publish,
+            http,
             grpc_tls,
             admin_tls,
+            http_tls,
             options,
         } = self;
         let grace = current.load().config.server.shutdown_grace.get();
@@ -212,7 +230,12 @@ impl Server {
         };
         let grpc_tls = start_reloader(grpc_tls);
         let admin_tls = start_reloader(admin_tls);
-        if options.config_path.is_some() || grpc_tls.is_some() || admin_tls.is_some() {
+        let http_tls = start_reloader(http_tls);
+        if options.config_path.is_some()
+            || grpc_tls.is_some()
+            || admin_tls.is_some()
+            || http_tls.is_some()
+        {
             reloads.push(tokio::spawn(reload_on_sighup(
                 reloader.clone(),
                 options.config_path.clone(),
@@ -284,8 +307,30 @@ impl Server {
                 axum::serve(listener, router).with_graceful_shutdown(stopped(stop_tx.subscribe()));
             tokio::spawn(async move { server.await })
         });
-        info!(grpc = %grpc_addr, admin = %admin_addr, grpc_tls = grpc_tls.is_some(),
-            admin_tls = admin_tls.is_some(), "fedauthz listening");
+        let http_addr = http.as_ref().map(display_addr);
+        let mut http_task = http.map(|listener| {
+            let router = crate::http_authz::router(Arc::clone(&current), Arc::clone(&metrics));
+            let stop = stopped(stop_tx.subscribe());
+            match &http_tls {
+                Some(tls) => {
+                    let service = router
+                        .into_make_service_with_connect_info::<crate::caller::CallerConnection>();
+                    let server =
+                        axum::serve(tls.serve(listener), service).with_graceful_shutdown(stop);
+                    tokio::spawn(async move { server.await })
+                }
+                None => {
+                    let service = router
+                        .into_make_service_with_connect_info::<crate::caller::CallerConnection>();
+                    let server = axum::serve(listener::Plain(listener), service)
+                        .with_graceful_shutdown(stop);
+                    tokio::spawn(async move { server.await })
+                }
+            }
+        });
+        info!(grpc = %grpc_addr, admin = %admin_addr, http = http_addr.as_deref(),
+            grpc_tls = grpc_tls.is_some(), admin_tls = admin_tls.is_some(),
+            http_tls = http_tls.is_some(), "fedauthz listening");
 
         let mut grpc_ended = false;
         let result = tokio::select! {
@@ -321,6 +366,11 @@ impl Server {
                     grpc_task.abort();
                 }
             }
+        }
+        if let Some(task) = &mut http_task
+            && tokio::time::timeout(grace, task).await.is_err()
+        {
+            warn!(grace = ?grace, "in-flight HTTP checks did not finish in time; stopping anyway");
         }
         if tokio::time::timeout(Duration::from_secs(1), admin_task)
             .await

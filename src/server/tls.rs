@@ -46,13 +46,16 @@ pub enum Alpn {
     Grpc,
     /// The admin listener: HTTP/2 or HTTP/1.1 (Prometheus, curl).
     Admin,
+    /// The HTTP authorization listener: HTTP/2 or HTTP/1.1 (nginx speaks only HTTP/1.1 to
+    /// upstreams).
+    Http,
 }
 
 impl Alpn {
     fn protocols(self) -> Vec<Vec<u8>> {
         match self {
             Self::Grpc => vec![b"h2".to_vec()],
-            Self::Admin => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Self::Admin | Self::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         }
     }
 }
@@ -263,6 +266,8 @@ pub struct Prepared {
     pub grpc: Option<LoadedTls>,
     /// The admin listener's (`None`: plaintext).
     pub admin: Option<LoadedTls>,
+    /// The HTTP authorization listener's (`None`: plaintext, or no such listener).
+    pub http: Option<LoadedTls>,
     /// Every warning, with its field path.
     pub warnings: Vec<FieldError>,
 }
@@ -272,6 +277,7 @@ pub struct Prepared {
 pub fn prepare(server: &ServerConfig, now: i64) -> Result<Prepared, Vec<FieldError>> {
     let mut prepared = Prepared::default();
     let mut errors = Vec::new();
+    let http_tls = server.http.as_ref().and_then(|http| http.tls.clone());
     for (prefix, config, alpn, slot) in [
         ("server.tls", &server.tls, Alpn::Grpc, &mut prepared.grpc),
         (
@@ -280,6 +286,7 @@ pub fn prepare(server: &ServerConfig, now: i64) -> Result<Prepared, Vec<FieldErr
             Alpn::Admin,
             &mut prepared.admin,
         ),
+        ("server.http.tls", &http_tls, Alpn::Http, &mut prepared.http),
     ] {
         let Some(config) = config else { continue };
         match load(config, alpn, now) {
@@ -302,6 +309,21 @@ pub fn prepare(server: &ServerConfig, now: i64) -> Result<Prepared, Vec<FieldErr
                  it can ask for decisions and read identities. Set server.tls, or \
                  server.mesh_mtls: true where a service mesh (Istio) carries mTLS to it",
                 server.grpc_listen
+            ),
+        ));
+    }
+    if let Some(http) = &server.http
+        && http.tls.is_none()
+        && !server.mesh_mtls
+        && !http.listen.ip().is_loopback()
+    {
+        prepared.warnings.push(FieldError::new(
+            "server.http.listen",
+            format!(
+                "{} is not a loopback address and the listener is plaintext: credentials and \
+                 identities cross the network in the clear. Set server.http.tls, or \
+                 server.mesh_mtls: true where a service mesh carries mTLS to it",
+                http.listen
             ),
         ));
     }
