@@ -45,6 +45,13 @@ use crate::proto::core::HeaderValueOption;
 use crate::reason::{Reason, Rejection};
 use crate::telemetry;
 
+/// The answer's decision (`allow`, `deny`) and reason code, for the proxy's logs (Envoy
+/// `dynamic_metadata_from_headers`, nginx `auth_request_set`). No proxy passes them upstream
+/// unless configured to.
+pub const DECISION_HEADER: &str = "x-fedauthz-decision";
+/// See [`DECISION_HEADER`].
+pub const REASON_HEADER: &str = "x-fedauthz-reason";
+
 /// The response header Envoy's HTTP authorization client reads the names of the headers to
 /// remove from the upstream request from (comma-separated).
 pub const ENVOY_HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
@@ -143,7 +150,32 @@ async fn authorize(
         request_id.as_deref(),
         caller,
     );
-    answer(convention, checked)
+    let (decision, reason, _) = check::labels(&checked.decision);
+    match answer(convention, checked) {
+        Ok(mut response) => {
+            let headers = response.headers_mut();
+            headers.insert(DECISION_HEADER, HeaderValue::from_static(decision));
+            headers.insert(REASON_HEADER, HeaderValue::from_static(reason));
+            response
+        }
+        // Fail closed: an allow whose headers HTTP cannot carry would let a client's copy of
+        // them through to the upstream. Templates only render visible ASCII, so this takes a
+        // header fedauthz should never have produced.
+        Err(header) => {
+            error!(
+                header,
+                "a response header cannot be sent over HTTP; denying"
+            );
+            let mut response = plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the authorization answer could not be encoded",
+            );
+            response
+                .headers_mut()
+                .insert(DECISION_HEADER, HeaderValue::from_static("deny"));
+            response
+        }
+    }
 }
 
 /// The endpoint that answers `path`: an Envoy endpoint answers its prefix and every path
@@ -311,21 +343,16 @@ impl HeaderLookup for Headers<'_> {
     }
 }
 
-/// The HTTP answer for `checked`.
-fn answer(convention: Convention, checked: Checked) -> Response {
-    match checked.response.http_response {
+/// The HTTP answer for `checked`, or the name of a header HTTP cannot carry.
+fn answer(convention: Convention, checked: Checked) -> Result<Response, String> {
+    Ok(match checked.response.http_response {
         Some(HttpResponse::OkResponse(ok)) => {
             let mut headers = HeaderMap::new();
-            if let Err(bad) = put_all(&mut headers, &ok.headers) {
-                return unrepresentable(&bad);
-            }
+            put_all(&mut headers, &ok.headers)?;
             if convention == Convention::Envoy && !ok.headers_to_remove.is_empty() {
-                match HeaderValue::from_str(&ok.headers_to_remove.join(",")) {
-                    Ok(value) => {
-                        headers.insert(HeaderName::from_static(ENVOY_HEADERS_TO_REMOVE), value);
-                    }
-                    Err(_) => return unrepresentable(ENVOY_HEADERS_TO_REMOVE),
-                }
+                let value = HeaderValue::from_str(&ok.headers_to_remove.join(","))
+                    .map_err(|_| ENVOY_HEADERS_TO_REMOVE.to_owned())?;
+                headers.insert(HeaderName::from_static(ENVOY_HEADERS_TO_REMOVE), value);
             }
             (StatusCode::OK, headers).into_response()
         }
@@ -337,14 +364,12 @@ fn answer(convention: Convention, checked: Checked) -> Response {
                 .and_then(|code| StatusCode::from_u16(code).ok())
                 .unwrap_or(StatusCode::FORBIDDEN);
             let mut headers = HeaderMap::new();
-            if let Err(bad) = put_all(&mut headers, &denied.headers) {
-                return unrepresentable(&bad);
-            }
+            put_all(&mut headers, &denied.headers)?;
             (status, headers, Body::from(denied.body)).into_response()
         }
         // The pipeline always answers one way or the other; fail closed if it did not.
         None => plain(StatusCode::FORBIDDEN, "denied"),
-    }
+    })
 }
 
 /// Copies header options into `headers` (each overwrites: fedauthz never appends). Fails with
@@ -364,19 +389,6 @@ fn put_all(headers: &mut HeaderMap, options: &[HeaderValueOption]) -> Result<(),
         headers.insert(name, value);
     }
     Ok(())
-}
-
-/// Fail closed: an allow whose headers HTTP cannot carry would let a client's copy of them
-/// through to the upstream.
-fn unrepresentable(name: &str) -> Response {
-    error!(
-        header = name,
-        "a response header cannot be sent over HTTP; denying"
-    );
-    plain(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "the authorization answer could not be encoded",
-    )
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {

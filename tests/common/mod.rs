@@ -263,23 +263,29 @@ pub struct RunningServer {
     pub admin: SocketAddr,
     /// `mint.publish.listen`, when the configuration sets it.
     pub publish: Option<SocketAddr>,
+    /// `server.http.listen`, when the configuration sets it.
+    pub http: Option<SocketAddr>,
     pub reloader: Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), fedauthz::server::ServerError>>>,
 }
 
 impl RunningServer {
-    /// Parses `yaml`, forces both listeners onto free loopback ports and starts serving.
+    /// Parses `yaml`, forces every listener onto a free loopback port and starts serving.
     pub async fn start(yaml: &str) -> Self {
         let mut config =
             fedauthz::config::parse_yaml(yaml, "test.yaml").expect("test config is valid");
         config.server.grpc_listen = "127.0.0.1:0".parse().expect("addr");
         config.server.admin_listen = "127.0.0.1:0".parse().expect("addr");
+        if let Some(http) = config.server.http.as_mut() {
+            http.listen = "127.0.0.1:0".parse().expect("addr");
+        }
         let server = Server::bind(config, ServeOptions::default())
             .await
             .expect("server binds");
         let (grpc, admin, reloader) = (server.grpc_addr(), server.admin_addr(), server.reloader());
         let publish = server.publish_addr();
+        let http = server.http_addr();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
@@ -288,6 +294,7 @@ impl RunningServer {
             grpc,
             admin,
             publish,
+            http,
             reloader,
             stop: Some(stop_tx),
             task: Some(task),
