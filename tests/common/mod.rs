@@ -10,6 +10,7 @@ pub mod kubelet;
 pub mod otlp;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
