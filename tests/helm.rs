@@ -685,6 +685,58 @@ fn the_mint_rendering_publishes_the_keys_on_a_service_port_of_their_own() {
 }
 
 #[test]
+fn the_http_rendering_serves_the_http_listener_on_a_service_port_of_its_own() {
+    let r = Rendering::new(&["-f", &ci("http").display().to_string()]);
+    let config = r.config();
+    assert_eq!(config["server"]["http"]["listen"], "0.0.0.0:9192");
+    assert_eq!(
+        config["server"]["http"]["trusted_proxies"],
+        json!(["10.0.0.0/8"])
+    );
+    let ports = r.container()["ports"].as_array().expect("container ports");
+    assert!(
+        ports
+            .iter()
+            .any(|p| p["name"] == "http-authz" && p["containerPort"] == 9192),
+        "{ports:?}"
+    );
+    let service = r.get("Service");
+    let port = service["spec"]["ports"]
+        .as_array()
+        .expect("service ports")
+        .iter()
+        .find(|p| p["name"] == "http-authz")
+        .expect("an http-authz Service port");
+    assert_eq!(port["port"], 9192);
+    assert_eq!(port["targetPort"], "http-authz");
+    let policy = r.get("NetworkPolicy");
+    let ingress = policy["spec"]["ingress"].as_array().expect("ingress");
+    assert!(
+        ingress.iter().any(|rule| rule["ports"][0]["port"] == "http-authz"
+            && rule["from"][0]["namespaceSelector"]["matchLabels"]
+                ["kubernetes.io/metadata.name"]
+                == "edge"),
+        "{ingress:?}"
+    );
+    // Without server.http there is no such port.
+    let plain = Rendering::new(&[]);
+    assert!(
+        !plain.get("Service")["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .any(|p| p["name"] == "http-authz")
+    );
+    assert!(
+        !plain.container()["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .any(|p| p["name"] == "http-authz")
+    );
+}
+
+#[test]
 fn plaintext_grpc_is_declared_behind_istio_and_warned_about_otherwise() {
     // The defaults: no TLS, no mesh; fedauthz warns about its plaintext listener.
     let r = Rendering::new(&[]);
@@ -816,6 +868,7 @@ fn the_schema_refuses_misspelt_values_and_wrong_types_with_helms_error() {
 fn template_rules_refuse_settings_the_chart_owns_or_cannot_honour() {
     let tls_values = ci("tls").display().to_string();
     let mint_values = ci("mint").display().to_string();
+    let http_values = ci("http").display().to_string();
     let cases = [
         (
             vec!["--set", "config.server.grpc_listen=0.0.0.0:1"],
@@ -843,6 +896,15 @@ fn template_rules_refuse_settings_the_chart_owns_or_cannot_honour() {
                 "config.mint.publish.listen=0.0.0.0:1",
             ],
             "config.mint.publish.listen: the chart sets it; use ports.publish instead",
+        ),
+        (
+            vec![
+                "-f",
+                &http_values,
+                "--set",
+                "config.server.http.listen=0.0.0.0:1",
+            ],
+            "config.server.http.listen: the chart sets it; use ports.http instead",
         ),
         (
             vec!["--set", "config.server.mesh_mtls=true"],

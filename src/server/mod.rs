@@ -443,7 +443,17 @@ impl Reloader {
     /// Listener addresses cannot change without a restart; a change is reported and ignored.
     pub fn apply(&self, config: Config) -> Result<(), Vec<FieldError>> {
         let previous = self.current.load_full();
-        if config.server != previous.config.server {
+        // Who the HTTP listener trusts and which endpoints it answers are read per request:
+        // those apply at once.
+        let listeners = |c: &Config| {
+            let mut server = c.server.clone();
+            if let Some(http) = server.http.as_mut() {
+                http.trusted_proxies.clear();
+                http.endpoints.clear();
+            }
+            server
+        };
+        if listeners(&config) != listeners(&previous.config) {
             warn!("server.* changed; listener settings take effect only after a restart");
         }
         let listen = |c: &Config| c.mint.as_ref().and_then(|m| m.publish.listen);

@@ -200,6 +200,7 @@ fn overrides() -> Vec<(&'static str, Value)> {
         ("networkPolicy.grpcFrom", kubernetes_list()),
         ("networkPolicy.adminFrom", kubernetes_list()),
         ("networkPolicy.publishFrom", kubernetes_list()),
+        ("networkPolicy.httpFrom", kubernetes_list()),
         (
             "networkPolicy.egress.dns.namespaceSelector",
             kubernetes_object(),
@@ -282,7 +283,21 @@ pub fn values_schema() -> String {
     let mut config: Value =
         serde_json::from_str(&fedauthz::config::json_schema()).expect("config schema is JSON");
     let config = config.as_object_mut().expect("config schema is an object");
-    let definitions = config.remove("$defs").unwrap_or_else(|| json!({}));
+    let mut definitions = config.remove("$defs").unwrap_or_else(|| json!({}));
+    // The chart sets server.http.listen from ports.http (and refuses a value for it).
+    if let Some(required) = definitions
+        .pointer_mut("/HttpListenerConfig/required")
+        .and_then(Value::as_array_mut)
+    {
+        required.retain(|field| field != "listen");
+    }
+    if let Some(listener) = definitions
+        .pointer_mut("/HttpListenerConfig")
+        .and_then(Value::as_object_mut)
+        && listener["required"].as_array().is_some_and(Vec::is_empty)
+    {
+        listener.remove("required");
+    }
     config.remove("$schema");
     config.insert(
         "description".into(),

@@ -145,6 +145,12 @@ the rules hold with existingConfigMap too). */}}
 {{- if .Values.istio.meshMtls }}
 {{- $_ := set $server "mesh_mtls" true }}
 {{- end }}
+{{- with (get $server "http") }}
+{{- if hasKey . "listen" }}
+{{- fail "config.server.http.listen: the chart sets it; use ports.http instead" }}
+{{- end }}
+{{- $_ := set . "listen" (include "fedauthz.listen" (dict "host" $.Values.listenAddress "port" $.Values.ports.http)) }}
+{{- end }}
 {{- $_ := set $config "server" $server }}
 {{- with (get $config "mint") }}
 {{- $publish := default (dict) (get . "publish") }}
