@@ -150,6 +150,11 @@ async fn authorize(
         request_id.as_deref(),
         caller,
     );
+    respond(convention, checked)
+}
+
+/// The HTTP answer for `checked`, labelled with its decision and reason.
+fn respond(convention: Convention, checked: Checked) -> Response {
     let (decision, reason, _) = check::labels(&checked.decision);
     match answer(convention, checked) {
         Ok(mut response) => {

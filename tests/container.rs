@@ -555,8 +555,8 @@ async fn the_image_serves_as_its_user_on_a_read_only_root_with_only_tmp_writable
     let (status, metrics) = http_get(admin, "/metrics").await;
     assert_eq!(status, 200);
     for line in [
-        r#"fedauthz_checks_total{decision="allow",reason="token_valid",issuer="idp"} 1"#,
-        r#"fedauthz_checks_total{decision="deny",reason="signature_invalid",issuer="idp"} 1"#,
+        r#"fedauthz_checks_total{transport="grpc",decision="allow",reason="token_valid",issuer="idp"} 1"#,
+        r#"fedauthz_checks_total{transport="grpc",decision="deny",reason="signature_invalid",issuer="idp"} 1"#,
     ] {
         assert!(metrics.contains(line), "no {line} in:\n{metrics}");
     }

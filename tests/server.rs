@@ -735,10 +735,10 @@ async fn metrics_count_checks_keys_and_reloads() {
     let (status, body) = server.admin_get("/metrics").await;
     assert_eq!(status, 200);
     for line in [
-        r#"fedauthz_checks_total{decision="allow",reason="token_valid",issuer="issuer-a"} 2"#,
-        r#"fedauthz_checks_total{decision="deny",reason="token_expired",issuer="issuer-a"} 1"#,
-        r#"fedauthz_checks_total{decision="deny",reason="token_missing",issuer=""} 1"#,
-        "fedauthz_check_duration_seconds_count 4",
+        r#"fedauthz_checks_total{transport="grpc",decision="allow",reason="token_valid",issuer="issuer-a"} 2"#,
+        r#"fedauthz_checks_total{transport="grpc",decision="deny",reason="token_expired",issuer="issuer-a"} 1"#,
+        r#"fedauthz_checks_total{transport="grpc",decision="deny",reason="token_missing",issuer=""} 1"#,
+        r#"fedauthz_check_duration_seconds_count{transport="grpc"} 4"#,
         r#"fedauthz_config_reloads_total{result="applied"} 1"#,
         r#"fedauthz_keys_loaded{issuer="issuer-a"} 1"#,
         r#"fedauthz_keys_loaded{issuer="issuer-b"} 1"#,

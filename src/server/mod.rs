@@ -1,10 +1,11 @@
-//! Process runtime: binds the gRPC, admin and (when configured) HTTP authorization listeners (plaintext, or TLS through
-//! [`listener`] with material from [`tls`]), keeps gRPC health in step with key readiness,
-//! reloads the configuration and the TLS certificates on SIGHUP and when their files change
-//! (keeping the last good ones when new ones are refused), and shuts down gracefully,
-//! draining in-flight checks.
+//! Process runtime: binds the gRPC, admin and (when configured) HTTP authorization listeners
+//! (plaintext, or TLS through [`listener`] with material from [`tls`]), keeps gRPC health in
+//! step with key readiness, reloads the configuration and the TLS certificates on SIGHUP and
+//! when their files change (keeping the last good ones when new ones are refused), and shuts
+//! down gracefully, draining in-flight checks.
 //!
-//! Depends on [`crate::pipeline`], [`crate::service`], [`crate::admin`] and [`crate::watch`].
+//! Depends on [`crate::pipeline`], [`crate::service`] and [`crate::http_authz`] (the transport
+//! adapters), [`crate::admin`] and [`crate::watch`].
 
 pub mod listener;
 pub mod tls;
@@ -354,12 +355,14 @@ impl Server {
         }
         set_health(&health, ServingStatus::NotServing).await;
         let _ = stop_tx.send(true);
+        // Both check listeners drain at once, within one grace period.
+        let drained_by = tokio::time::Instant::now() + grace;
         // The gRPC server may already have drained by now; either way say how it ended (a
         // task that ended inside the select above must not be awaited again).
         if grpc_ended {
             info!("all in-flight checks finished");
         } else {
-            match tokio::time::timeout(grace, &mut grpc_task).await {
+            match tokio::time::timeout_at(drained_by, &mut grpc_task).await {
                 Ok(_) => info!("all in-flight checks finished"),
                 Err(_) => {
                     warn!(grace = ?grace, "in-flight checks did not finish in time; stopping anyway");
@@ -368,9 +371,12 @@ impl Server {
             }
         }
         if let Some(task) = &mut http_task
-            && tokio::time::timeout(grace, task).await.is_err()
+            && tokio::time::timeout_at(drained_by, &mut *task)
+                .await
+                .is_err()
         {
             warn!(grace = ?grace, "in-flight HTTP checks did not finish in time; stopping anyway");
+            task.abort();
         }
         if tokio::time::timeout(Duration::from_secs(1), admin_task)
             .await
