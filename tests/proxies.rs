@@ -70,6 +70,11 @@ issuers:
     issuer: {iss}
     keys: {{ jwks: {jwks} }}
     audiences: [{AUD}]
+  # Its keys never load: its tokens are keys_unavailable (503).
+  - id: down
+    issuer: https://down.example.com/
+    keys: {{ jwks_uri: "{down}/keys", insecure_http: true }}
+    audiences: [{AUD}]
 routes:
   - name: public
     match: {{ paths: ["/public*"] }}
@@ -82,6 +87,7 @@ routes:
 "#,
         iss = issuer.iss,
         jwks = issuer.jwks(),
+        down = common::keyserver::closed_port_url(),
     )
 }
 
@@ -347,8 +353,13 @@ struct Denial {
     credential: Option<String>,
     status: u16,
     reason: &'static str,
-    /// What the `WWW-Authenticate` the client gets contains.
-    challenge: &'static str,
+    /// What the `WWW-Authenticate` the client gets contains (`None`: no challenge).
+    challenge: Option<&'static str>,
+    /// What nginx answers instead of `status` (it turns anything but 401 and 403 into 500).
+    nginx_status: Option<u16>,
+    /// Envoy counts a 5xx from the service as an error: it answers `status_on_error` (503 in
+    /// the shipped file) itself, without fedauthz's headers or body.
+    envoy_error: bool,
 }
 
 fn denials(stack: &Stack) -> Vec<Denial> {
@@ -364,8 +375,13 @@ fn denials(stack: &Stack) -> Vec<Denial> {
         credential,
         status,
         reason,
-        challenge,
+        challenge: Some(challenge),
+        nginx_status: None,
+        envoy_error: false,
     };
+    let mut down = TestIssuer::es256("https://down.example.com/", "d1").claims("alice", AUD);
+    down.insert("scope".into(), json!("orders.read"));
+    let down = TestIssuer::es256("https://down.example.com/", "d1").sign(&down, json!({}));
     vec![
         get(
             "no credential",
@@ -409,7 +425,11 @@ fn denials(stack: &Stack) -> Vec<Denial> {
             credential: Some(reader.clone()),
             status: 403,
             reason: "requirement_not_met",
-            challenge: r#"error="insufficient_scope", error_description="the token does not grant access to this resource", scope="orders.write""#,
+            challenge: Some(
+                r#"error="insufficient_scope", error_description="the token does not grant access to this resource", scope="orders.write""#,
+            ),
+            nginx_status: None,
+        envoy_error: false,
         },
         Denial {
             what: "no route",
@@ -418,7 +438,21 @@ fn denials(stack: &Stack) -> Vec<Denial> {
             credential: Some(reader),
             status: 403,
             reason: "no_route_matched",
-            challenge: r#"error="insufficient_scope""#,
+            challenge: Some(r#"error="insufficient_scope""#),
+            nginx_status: None,
+        envoy_error: false,
+        },
+        // Not the client's fault: no challenge; nginx can only say 500.
+        Denial {
+            what: "an issuer whose keys never loaded",
+            method: "GET",
+            path: "/orders/1",
+            credential: Some(down),
+            status: 503,
+            reason: "keys_unavailable",
+            challenge: None,
+            nginx_status: Some(500),
+            envoy_error: true,
         },
     ]
 }
@@ -484,7 +518,11 @@ async fn the_same_cases(stack: &mut Stack, proxy: Proxy) {
             headers.push(("authorization", format!("Bearer {token}")));
         }
         let reply = stack.send(denial.method, denial.path, &headers).await;
-        assert_eq!(reply.status, denial.status, "{at}: {reply:?}");
+        let status = match proxy {
+            Proxy::Nginx => denial.nginx_status.unwrap_or(denial.status),
+            Proxy::Envoy => denial.status,
+        };
+        assert_eq!(reply.status, status, "{at}: {reply:?}");
         assert!(
             reply.upstream.is_none(),
             "{at}: a denied request reached the upstream"
@@ -497,16 +535,21 @@ async fn the_same_cases(stack: &mut Stack, proxy: Proxy) {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        assert_eq!(challenges.len(), 1, "{at}: one challenge: {challenges:?}");
-        assert!(
-            challenges[0].starts_with(r#"Bearer realm="orders""#)
-                && challenges[0].contains(denial.challenge),
-            "{at}: {challenges:?}"
-        );
-        if proxy == Proxy::Envoy {
+        match denial.challenge {
+            Some(challenge) => {
+                assert_eq!(challenges.len(), 1, "{at}: one challenge: {challenges:?}");
+                assert!(
+                    challenges[0].starts_with(r#"Bearer realm="orders""#)
+                        && challenges[0].contains(challenge),
+                    "{at}: {challenges:?}"
+                );
+            }
+            None => assert!(challenges.is_empty(), "{at}: {challenges:?}"),
+        }
+        if proxy == Proxy::Envoy && !denial.envoy_error {
             // Envoy passes fedauthz's body; nginx answers with its own error page.
             let body: Value = serde_json::from_str(&reply.body).expect("JSON body");
-            assert_eq!(body["status"], denial.status, "{at}");
+            assert_eq!(body["status"], status, "{at}");
         }
     }
 }
