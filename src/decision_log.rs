@@ -81,6 +81,10 @@ impl DecisionLog {
             Decision::Allow(token) if self.sampled() => {
                 let issuer = token.as_ref().map(|t| &*t.issuer.id);
                 let encrypted = token.as_ref().is_some_and(|t| t.encryption.is_some());
+                let api_key = token
+                    .as_ref()
+                    .and_then(|t| t.api_key())
+                    .map(|grant| &*grant.id_hash);
                 let subject = self.subject(issuer, token.as_ref().map(|t| t.subject()));
                 info!(
                     target: TARGET,
@@ -93,6 +97,7 @@ impl DecisionLog {
                     subject = subject.as_deref(),
                     caller,
                     encrypted,
+                    api_key,
                     minted = entry.mint_jti.is_some(),
                     mint_jti = entry.mint_jti,
                     "check allowed"

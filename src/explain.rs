@@ -101,7 +101,12 @@ fn failing_step(reason: Reason) -> usize {
         Reason::KeysUnavailable => 5,
         Reason::KeyUnknown => 6,
         Reason::AlgorithmNotAllowed => 7,
-        Reason::SignatureInvalid => 8,
+        // The digest compare of an API key stands where a signature check stands.
+        Reason::SignatureInvalid
+        | Reason::ApiKeyUnknown
+        | Reason::ApiKeyRevoked
+        | Reason::ApiKeyExpired
+        | Reason::ApiKeyNotYetValid => 8,
         Reason::TokenExpired
         | Reason::TokenNotYetValid
         | Reason::TokenIssuedInFuture

@@ -352,6 +352,11 @@ impl HeaderLookup for Headers<'_> {
 fn answer(convention: Convention, checked: Checked) -> Result<Response, String> {
     Ok(match checked.response.http_response {
         Some(HttpResponse::OkResponse(ok)) => {
+            // No proxy rewrites the URL on an HTTP authorization answer: an API key in the
+            // query would reach the upstream.
+            if !ok.query_parameters_to_remove.is_empty() {
+                return Err("a query parameter to remove (an API key in the URL)".to_owned());
+            }
             let mut headers = HeaderMap::new();
             put_all(&mut headers, &ok.headers)?;
             if convention == Convention::Envoy && !ok.headers_to_remove.is_empty() {

@@ -87,6 +87,37 @@ enum Command {
         #[arg(long = "caller")]
         callers: Vec<String>,
     },
+    /// Generate an API key: prints the key (once: it is stored nowhere) and the entry that
+    /// stores only its digest, for a key set's `keys` or its file.
+    Apikey {
+        /// The key's id: part of the key, not secret ([A-Za-z0-9-], e.g. acme-2026-12).
+        #[arg(long)]
+        id: String,
+        /// The key set's `prefix`.
+        #[arg(long, default_value = "fak_")]
+        prefix: String,
+        /// The identity's subject.
+        #[arg(long)]
+        subject: String,
+        /// A scope granted (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// A role granted (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// The identity's tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The identity's client.
+        #[arg(long)]
+        client: Option<String>,
+        /// When the key stops being accepted (RFC 3339, e.g. 2027-06-01T00:00:00Z).
+        #[arg(long)]
+        expires: Option<String>,
+        /// The set's HMAC secret, for a set with `hash: hmac_sha256`.
+        #[arg(long)]
+        hmac_secret_file: Option<PathBuf>,
+    },
     /// Print a token signed by the dev issuer (accepted by `serve --dev`).
     DevToken {
         /// `sub` claim.
@@ -114,6 +145,44 @@ enum Command {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// `fedauthz apikey`: the key on its own line, then the entry (JSON, which is YAML) to store.
+fn api_key(
+    prefix: &str,
+    mut entry: config::ApiKeyEntry,
+    expires: Option<&str>,
+    hmac_secret_file: Option<&std::path::Path>,
+) -> Result<(), String> {
+    if let Some(expires) = expires {
+        entry.expires =
+            Some(config::Timestamp::parse(expires).map_err(|e| format!("--expires: {e}"))?);
+    }
+    let secret = hmac_secret_file
+        .map(|path| {
+            fedauthz::files::read_bounded(path, 64 * 1024)
+                .map_err(|err| format!("--hmac-secret-file {}: {err}", path.display()))
+        })
+        .transpose()?;
+    let (key, hash) = fedauthz::verify::api_key::generate(prefix, &entry.id, secret.as_deref())?;
+    entry.hash = hash;
+    let mut json = serde_json::to_value(&entry).map_err(|e| e.to_string())?;
+    if let Some(fields) = json.as_object_mut() {
+        // Leave out what the entry does not set.
+        fields.retain(|_, value| {
+            !(value.is_null()
+                || value == &serde_json::Value::Bool(false)
+                || value.as_array().is_some_and(Vec::is_empty)
+                || value.as_object().is_some_and(serde_json::Map::is_empty))
+        });
+    }
+    println!(
+        "# The key, shown this once (give it to the client; fedauthz stores only its digest):"
+    );
+    println!("{key}");
+    println!("# The entry for the key set's keys (or its file):");
+    println!("- {json}");
+    Ok(())
 }
 
 fn parse_claim(text: &str) -> Result<(String, String), String> {
@@ -177,6 +246,36 @@ fn main() -> ExitCode {
             println!("{}", config::json_schema());
             Ok(())
         }
+        Command::Apikey {
+            id,
+            prefix,
+            subject,
+            scopes,
+            roles,
+            tenant,
+            client,
+            expires,
+            hmac_secret_file,
+        } => api_key(
+            &prefix,
+            config::ApiKeyEntry {
+                id,
+                hash: String::new(),
+                subject,
+                tenant,
+                client,
+                scopes,
+                roles,
+                groups: Vec::new(),
+                attributes: Default::default(),
+                not_before: None,
+                expires: None,
+                routes: None,
+                revoked: false,
+            },
+            expires.as_deref(),
+            hmac_secret_file.as_deref(),
+        ),
         Command::DevToken {
             sub,
             aud,

@@ -155,6 +155,12 @@ impl Metrics {
         registry.register("build_info", "Build information", build);
         // Shared by every configuration from this one on (each hands them to the next).
         current.load().pipeline.mint_stats().register(&mut registry);
+        current
+            .load()
+            .pipeline
+            .api_keys()
+            .stats()
+            .register(&mut registry);
         registry.register_collector(Box::new(CacheCollector {
             current: Arc::clone(&current),
         }));

@@ -16,7 +16,7 @@ use tracing::debug_span;
 use tracing::field::Empty;
 
 use crate::authz::{Authentication, Authorizer, Decision, RequestFacts, Verdict};
-use crate::config::{Config, FieldError, IssuerConfig, TokenLocation};
+use crate::config::{Config, CredentialKind, FieldError, IssuerConfig, TokenLocation};
 use crate::decision_log::DecisionLog;
 use crate::extract::{Credential, Extractor, HeaderLookup, LocationSet, without_cookie};
 use crate::identity::{Profile, ProfileName};
@@ -26,6 +26,7 @@ use crate::proto::auth::CheckResponse;
 use crate::reason::{Reason, Rejection};
 use crate::response::mint::{MintStats, Minted, Minter};
 use crate::response::{CookieHeader, CredentialPlace, Responder};
+use crate::verify::api_key::{ApiKeys, PresentedKey};
 use crate::verify::cache::{self, CacheStats, TokenCache};
 use crate::verify::jwe::{self, Decrypter};
 use crate::verify::{
@@ -54,6 +55,21 @@ pub struct Pipeline {
     minter: Option<Minter>,
     /// The minting counters (kept even when minting is off, and across reloads).
     mint_stats: MintStats,
+    /// The API key sets (empty when `api_keys` is not configured).
+    api_keys: ApiKeys,
+}
+
+/// The credential a request is judged by, and the other one it carried, if any.
+enum Presented<'r> {
+    Nothing,
+    Token {
+        token: Credential<'r>,
+        key: Option<PresentedKey<'r>>,
+    },
+    Key {
+        key: PresentedKey<'r>,
+        jwt: Option<Credential<'r>>,
+    },
 }
 
 /// The outcome of one check: the answer for Envoy and the decision behind it (for logs).
@@ -141,7 +157,20 @@ impl Pipeline {
             decrypter: None,
             minter: None,
             mint_stats: MintStats::default(),
+            api_keys: ApiKeys::default(),
         }
+    }
+
+    /// The same pipeline, accepting the API keys of `api_keys` (built from the same
+    /// configuration).
+    pub fn with_api_keys(mut self, api_keys: ApiKeys) -> Self {
+        self.api_keys = api_keys;
+        self
+    }
+
+    /// The API key sets.
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.api_keys
     }
 
     /// The same pipeline, minting with `minter` (built from the same configuration) and
@@ -216,13 +245,36 @@ impl Pipeline {
         now: i64,
     ) -> Checked {
         let mut key_miss = None;
-        let (authentication, place) = match self.extractor.extract(headers) {
+        let (authentication, place) = match self.credential(headers, facts) {
             Err(rejection) => (
                 Authentication::Failed(rejection),
                 CredentialPlace::default(),
             ),
-            Ok(None) => (Authentication::Missing, CredentialPlace::default()),
-            Ok(Some(credential)) => {
+            Ok(Presented::Nothing) => (Authentication::Missing, CredentialPlace::default()),
+            Ok(Presented::Key { key, jwt }) => {
+                let span = debug_span!("verify", fedauthz.issuer = Empty, fedauthz.reason = Empty);
+                let _entered = span.enter();
+                let outcome = match self.api_keys.verify(&key, now) {
+                    Ok(token) => {
+                        span.record("fedauthz.issuer", &*token.issuer.id);
+                        Authentication::Verified(token)
+                    }
+                    Err(rejection) => {
+                        span.record("fedauthz.reason", rejection.reason.code());
+                        Authentication::Failed(rejection)
+                    }
+                };
+                let mut place = jwt.map_or_else(CredentialPlace::default, |jwt| {
+                    credential_place(&jwt, headers)
+                });
+                place.api_key_header = key.header;
+                place.api_key_parameter = key.query;
+                (outcome, place)
+            }
+            Ok(Presented::Token {
+                token: credential,
+                key,
+            }) => {
                 let span = debug_span!("verify", fedauthz.issuer = Empty, fedauthz.reason = Empty);
                 let _entered = span.enter();
                 let outcome = match self.verify(&credential.token, credential.locations, now) {
@@ -239,7 +291,12 @@ impl Pipeline {
                         Authentication::Failed(failure.rejection)
                     }
                 };
-                (outcome, credential_place(&credential, headers))
+                let mut place = credential_place(&credential, headers);
+                if let Some(key) = key {
+                    place.api_key_header = key.header;
+                    place.api_key_parameter = key.query;
+                }
+                (outcome, place)
             }
         };
         let Verdict { decision, route } = self.authorizer.decide(facts, authentication);
@@ -267,6 +324,44 @@ impl Pipeline {
             key_miss: None,
             minted: None,
         }
+    }
+
+    /// The credential the request is judged by: its token or its API key, or — when it
+    /// carries both — the one its route prefers (without a preference: `credential_ambiguous`).
+    /// The other one is handed along so that it is removed before the request goes upstream.
+    fn credential<'r>(
+        &'r self,
+        headers: &'r impl HeaderLookup,
+        facts: &RequestFacts<'r>,
+    ) -> Result<Presented<'r>, Rejection> {
+        let token = self.extractor.extract(headers)?;
+        let key = if self.api_keys.is_empty() {
+            None
+        } else {
+            self.api_keys.extract(headers, facts.path)?
+        };
+        Ok(match (token, key) {
+            (None, None) => Presented::Nothing,
+            (Some(token), None) => Presented::Token { token, key: None },
+            (None, Some(key)) => Presented::Key { key, jwt: None },
+            (Some(token), Some(key)) => match self.authorizer.preferred_credential(facts) {
+                Some(CredentialKind::Jwt) => Presented::Token {
+                    token,
+                    key: Some(key),
+                },
+                Some(CredentialKind::ApiKey) => Presented::Key {
+                    key,
+                    jwt: Some(token),
+                },
+                None => {
+                    return Err(Rejection::new(
+                        Reason::CredentialAmbiguous,
+                        "a token and an API key, and the route does not say which one wins \
+                         (prefer_credential)",
+                    ));
+                }
+            },
+        })
     }
 
     /// Verifies `token`, or takes its earlier verification from the cache.
@@ -369,6 +464,8 @@ fn credential_place<'r>(
 ) -> CredentialPlace<'r> {
     CredentialPlace {
         header: credential.header,
+        api_key_header: None,
+        api_key_parameter: None,
         cookie_header: credential.cookie.map(|name| {
             match headers
                 .header("cookie")
@@ -476,12 +573,16 @@ impl Generation {
             }
             built.minter
         });
+        let api_key_stats =
+            previous.map_or_else(Default::default, |g| g.pipeline.api_keys().stats());
+        let api_keys = ApiKeys::load(&config, api_key_stats)?;
         let keys = KeySources::start(prepared, previous.map(|g| &g.keys), keys_changed);
         let cache_stats =
             previous.map_or_else(Arc::default, |g| Arc::clone(g.pipeline.cache_stats()));
         let pipeline = Pipeline::with_cache_stats(&config, &keys, cache_stats)
             .decrypting_with(decrypter)
-            .minting_with(minter, mint_stats);
+            .minting_with(minter, mint_stats)
+            .with_api_keys(api_keys);
         Ok(Self {
             config,
             keys,

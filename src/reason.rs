@@ -77,11 +77,20 @@ pub enum Reason {
     /// convention describes the original request with (`X-Original-URI`, `X-Forwarded-Method`,
     /// …): a proxy configuration error.
     ProxyRequestInvalid,
+    /// An API key no key set holds: no set's prefix, no entry with its id, a malformed key, or
+    /// a digest that does not match (one reason for all, so a guess learns nothing).
+    ApiKeyUnknown,
+    /// An API key that matched but is marked revoked.
+    ApiKeyRevoked,
+    /// An API key that matched but whose `expires` has passed.
+    ApiKeyExpired,
+    /// An API key that matched but whose `not_before` is still ahead.
+    ApiKeyNotYetValid,
 }
 
 impl Reason {
     /// Every reason, in a stable order.
-    pub const ALL: [Self; 29] = [
+    pub const ALL: [Self; 33] = [
         Self::TokenMissing,
         Self::CredentialAmbiguous,
         Self::TokenTooLarge,
@@ -111,6 +120,10 @@ impl Reason {
         Self::MintFailed,
         Self::ProxyUntrusted,
         Self::ProxyRequestInvalid,
+        Self::ApiKeyUnknown,
+        Self::ApiKeyRevoked,
+        Self::ApiKeyExpired,
+        Self::ApiKeyNotYetValid,
     ];
 
     /// The stable code, e.g. `token_expired`.
@@ -145,6 +158,10 @@ impl Reason {
             Self::MintFailed => "mint_failed",
             Self::ProxyUntrusted => "proxy_untrusted",
             Self::ProxyRequestInvalid => "proxy_request_invalid",
+            Self::ApiKeyUnknown => "api_key_unknown",
+            Self::ApiKeyRevoked => "api_key_revoked",
+            Self::ApiKeyExpired => "api_key_expired",
+            Self::ApiKeyNotYetValid => "api_key_not_yet_valid",
         }
     }
 
@@ -185,6 +202,10 @@ impl Reason {
             Self::ProxyRequestInvalid => {
                 "the proxy did not describe the original request as configured"
             }
+            Self::ApiKeyUnknown => "the API key is not valid",
+            Self::ApiKeyRevoked => "the API key has been revoked",
+            Self::ApiKeyExpired => "the API key has expired",
+            Self::ApiKeyNotYetValid => "the API key is not valid yet",
         }
     }
 }

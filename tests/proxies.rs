@@ -429,7 +429,7 @@ fn denials(stack: &Stack) -> Vec<Denial> {
                 r#"error="insufficient_scope", error_description="the token does not grant access to this resource", scope="orders.write""#,
             ),
             nginx_status: None,
-        envoy_error: false,
+            envoy_error: false,
         },
         Denial {
             what: "no route",
@@ -440,7 +440,7 @@ fn denials(stack: &Stack) -> Vec<Denial> {
             reason: "no_route_matched",
             challenge: Some(r#"error="insufficient_scope""#),
             nginx_status: None,
-        envoy_error: false,
+            envoy_error: false,
         },
         // Not the client's fault: no challenge; nginx can only say 500.
         Denial {

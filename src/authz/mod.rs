@@ -20,7 +20,7 @@ pub use pattern::{Glob, HostPattern};
 pub use requirement::{Requirement, Unmet};
 
 use crate::caller::CallerIdentity;
-use crate::config::{Config, DefaultDecision, RouteConfig};
+use crate::config::{Config, CredentialKind, DefaultDecision, RouteConfig};
 use crate::reason::{Reason, Rejection};
 use crate::verify::VerifiedToken;
 
@@ -79,6 +79,7 @@ struct Route {
     callers: Vec<Glob>,
     allow_anonymous: bool,
     requirement: Requirement,
+    prefer_credential: Option<CredentialKind>,
 }
 
 /// `host` without its port (`[::1]:8080` → `[::1]`).
@@ -113,6 +114,7 @@ impl Route {
             callers: m.callers.iter().map(|c| Glob::new(c)).collect(),
             allow_anonymous: config.allow_anonymous,
             requirement: Requirement::compile(&config.require),
+            prefer_credential: config.prefer_credential,
         }
     }
 
@@ -200,6 +202,7 @@ impl Authorizer {
                 callers: Vec::new(),
                 allow_anonymous: config.default_decision == DefaultDecision::Allow,
                 requirement: Requirement::default(),
+                prefer_credential: None,
             }],
         };
         Self {
@@ -217,6 +220,16 @@ impl Authorizer {
         paths
     }
 
+    /// Which credential the route covering `facts` prefers when a request carries both a
+    /// token and an API key (`None`: it says nothing, or no route covers the request).
+    pub fn preferred_credential(&self, facts: &RequestFacts<'_>) -> Option<CredentialKind> {
+        let (host, path) = (without_port(facts.host), without_query(facts.path));
+        self.routes
+            .iter()
+            .find(|route| route.matches(facts, host, path))
+            .and_then(|route| route.prefer_credential)
+    }
+
     /// The decision for a request with these `facts` and this `authentication`.
     pub fn decide(&self, facts: &RequestFacts<'_>, authentication: Authentication) -> Verdict {
         if let Authentication::Failed(rejection) = authentication {
@@ -232,13 +245,13 @@ impl Authorizer {
             .find(|route| route.matches(facts, host, path))
         {
             Some(route) => Verdict {
-                decision: route.decide(authentication),
+                decision: restricted_keys(route.decide(authentication), Some(&route.name)),
                 route: Some(Arc::clone(&route.name)),
             },
             None => Verdict {
                 decision: match (self.no_route, authentication) {
                     (DefaultDecision::Allow, Authentication::Verified(token)) => {
-                        Decision::Allow(Some(token))
+                        restricted_keys(Decision::Allow(Some(token)), None)
                     }
                     (DefaultDecision::Allow, _) => Decision::Allow(None),
                     (DefaultDecision::Deny, _) => Decision::Deny(Rejection::new(
@@ -249,6 +262,29 @@ impl Authorizer {
                 route: None,
             },
         }
+    }
+}
+
+/// `decision`, unless it allows an API key restricted to other routes than `route`.
+fn restricted_keys(decision: Decision, route: Option<&str>) -> Decision {
+    match decision {
+        Decision::Allow(Some(token))
+            if token.api_key().is_some_and(|grant| !grant.allows(route)) =>
+        {
+            let grant_hash = token.api_key().map_or("", |grant| &grant.id_hash);
+            Decision::Deny(
+                Rejection::new(
+                    Reason::RequirementNotMet,
+                    format!(
+                        "API key {grant_hash} is not allowed on route {}",
+                        route.unwrap_or("-")
+                    ),
+                )
+                .for_issuer(&token.issuer.id)
+                .for_subject(token.subject()),
+            )
+        }
+        other => other,
     }
 }
 

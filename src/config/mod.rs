@@ -6,6 +6,7 @@
 //! express. Nothing here touches the network or key material: turning a valid config into a
 //! running verifier is the job of [`crate::verify`] and [`crate::keys`].
 
+mod api_keys;
 mod duration;
 mod http;
 mod load;
@@ -20,6 +21,10 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use api_keys::{
+    ApiKeyEntry, ApiKeyFile, ApiKeyLocation, ApiKeySetConfig, KeyHash, MAX_KEY_BYTES,
+    check_entry as check_api_key_entry, is_key_id,
+};
 pub use duration::HumanDuration;
 pub use http::{Convention, HttpEndpoint, HttpListenerConfig, ProxyNetwork};
 pub use load::{ConfigError, FieldError, load_file, parse_yaml};
@@ -55,8 +60,12 @@ pub struct Config {
     #[serde(default)]
     pub decision_log: DecisionLogConfig,
     /// Trusted token issuers. A token is verified only with the keys of the issuer whose
-    /// `issuer` string equals the token's `iss` exactly.
+    /// `issuer` string equals the token's `iss` exactly. May be empty when `api_keys` is set.
     pub issuers: Vec<IssuerConfig>,
+    /// API key sets: keys stored only as digests, each granting an identity that goes
+    /// through the same routes as a token's (the set's id is its issuer).
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySetConfig>,
     /// Route rules, in order: the first whose `match` fits the request decides. Absent means
     /// one catch-all route that accepts a token from any issuer (and a request without a
     /// credential as `default_decision` says).
@@ -637,6 +646,21 @@ pub struct RouteConfig {
     /// (default: as `mint.audience` says).
     #[serde(default)]
     pub mint: Option<RouteMintConfig>,
+    /// Which credential decides when a request carries both a token and an API key (the other
+    /// is still removed before the request goes upstream). Absent: such a request is
+    /// `credential_ambiguous`.
+    #[serde(default)]
+    pub prefer_credential: Option<CredentialKind>,
+}
+
+/// A kind of credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A signed (or encrypted) token.
+    Jwt,
+    /// An API key (`api_keys`).
+    ApiKey,
 }
 
 /// Request attributes a route matches on; every listed condition must hold, and a list matches
@@ -819,7 +843,8 @@ pub struct KeySource {
 
 impl Config {
     /// Files read when this configuration is built (besides the configuration file itself):
-    /// HMAC secret files, CA bundles and decryption keys. A change to one of them means a reload. Key files
+    /// HMAC secret files, CA bundles, decryption and minting keys, API key files. A change to
+    /// one of them means a reload. Key files
     /// (`jwks_file`, `spiffe_bundle_file`) are not listed: their key sources re-read them.
     pub fn files_read_at_build(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
@@ -836,6 +861,9 @@ impl Config {
         }
         if let Some(mint) = &self.mint {
             files.extend(mint.files().cloned());
+        }
+        for set in &self.api_keys {
+            files.extend(set.file.iter().chain(&set.hmac_secret_file).cloned());
         }
         for route in self.routes.iter().flatten() {
             if let Some(encrypt) = route.mint.as_ref().and_then(|m| m.encrypt.as_ref()) {

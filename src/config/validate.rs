@@ -59,8 +59,8 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
             ),
         );
     }
-    if config.issuers.is_empty() {
-        errors.push("issuers", "must list at least one issuer");
+    if config.issuers.is_empty() && config.api_keys.is_empty() {
+        errors.push("issuers", "must list at least one issuer (or set api_keys)");
     }
     let mut ids = HashMap::new();
     for (index, issuer) in config.issuers.iter().enumerate() {
@@ -91,6 +91,7 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
     check_routes(config, &mut errors);
     errors.0.extend(super::mint::validate(config));
     errors.0.extend(super::http::validate(config));
+    errors.0.extend(super::api_keys::validate(config));
     errors.0
 }
 
@@ -1393,7 +1394,7 @@ issuers:
         let err = super::super::parse_yaml("issuers: []", "conf/fedauthz.yaml").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "conf/fedauthz.yaml: issuers: must list at least one issuer"
+            "conf/fedauthz.yaml: issuers: must list at least one issuer (or set api_keys)"
         );
     }
 }

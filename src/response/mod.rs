@@ -131,6 +131,11 @@ pub struct CredentialPlace<'a> {
     pub header: Option<&'a str>,
     /// It came in a cookie: what becomes of the request's `cookie` header.
     pub cookie_header: Option<CookieHeader>,
+    /// The header an API key came in, whichever credential was used: a key never goes
+    /// upstream, whatever `remove_credential` says.
+    pub api_key_header: Option<&'a str>,
+    /// The query parameter an API key came in (removed likewise).
+    pub api_key_parameter: Option<&'a str>,
 }
 
 /// The `cookie` header once the credential cookie is taken out.
@@ -283,6 +288,10 @@ impl Responder {
                     metadata.insert("encrypted".to_owned(), boolean(true));
                     metadata.insert("encryption".to_owned(), string(&encryption.label()));
                 }
+                if let Some(grant) = token.api_key() {
+                    metadata.insert("credential".to_owned(), string("api_key"));
+                    metadata.insert("api_key_id_hash".to_owned(), string(&grant.id_hash));
+                }
             }
             None => {
                 metadata.insert("reason".to_owned(), string("anonymous"));
@@ -309,6 +318,16 @@ impl Responder {
                 None => {}
             }
         }
+        if let Some(name) = credential.api_key_header
+            && !headers_to_remove.iter().any(|h| h == name)
+        {
+            headers_to_remove.push(name.to_owned());
+        }
+        let query_parameters_to_remove: Vec<String> = credential
+            .api_key_parameter
+            .map(str::to_owned)
+            .into_iter()
+            .collect();
         CheckResponse {
             status: Some(Status {
                 code: grpc_code::OK,
@@ -318,6 +337,7 @@ impl Responder {
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                 headers,
                 headers_to_remove,
+                query_parameters_to_remove,
                 ..OkHttpResponse::default()
             })),
             dynamic_metadata: Some(Struct { fields: metadata }),

@@ -161,11 +161,12 @@ impl TokenCache {
             let in_time = entry.cached_at <= now && now < entry.ends_at;
             (Arc::clone(&entry.token), in_time)
         };
-        if !in_time
-            || !token
-                .verified_by
-                .still_trusted(token.issuer.keys.load().as_deref())
-        {
+        // Only signed tokens are cached; anything else would not be trusted from here.
+        let still_trusted = match &token.proof {
+            super::Proof::Signature(key) => key.still_trusted(token.issuer.keys.load().as_deref()),
+            super::Proof::ApiKey(_) => false,
+        };
+        if !in_time || !still_trusted {
             // Gone for good: drop it (unless a fresh verification replaced it meanwhile).
             let mut map = shard.write();
             if map

@@ -11,6 +11,7 @@
 //! [`crate::identity`] (normalizing what verified) and [`crate::reason`].
 
 mod alb;
+pub mod api_key;
 pub mod cache;
 mod claims;
 pub mod jwe;
@@ -173,10 +174,10 @@ impl VerifyingKey {
     }
 }
 
-/// A token that passed every check.
+/// A credential that passed every check: a token (signed, perhaps encrypted), or an API key.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
-    /// The issuer that verified it.
+    /// The issuer that verified it (for an API key, its key set).
     pub issuer: Arc<Issuer>,
     /// `exp`, seconds since the epoch.
     pub expires_at: i64,
@@ -185,13 +186,30 @@ pub struct VerifiedToken {
     /// The claims, for later phases (authorization, headers). All of them as verification
     /// returns it; the pipeline keeps only those its routes and header templates read.
     pub claims: Map<String, Value>,
-    /// The key that verified the signature.
-    pub verified_by: VerifyingKey,
+    /// What vouched for it: a signature and the key that verified it, or an API key.
+    pub proof: Proof,
     /// How the token was encrypted, when it arrived as a JWE around the signed token.
     pub encryption: Option<jwe::Encryption>,
 }
 
+/// What vouched for a verified credential.
+#[derive(Debug, Clone)]
+pub enum Proof {
+    /// A signature, verified by this key.
+    Signature(VerifyingKey),
+    /// An API key of the issuer's key set whose digest matched (`issuer` is the key set).
+    ApiKey(api_key::ApiKeyGrant),
+}
+
 impl VerifiedToken {
+    /// The API key grant, when the credential was an API key.
+    pub fn api_key(&self) -> Option<&api_key::ApiKeyGrant> {
+        match &self.proof {
+            Proof::ApiKey(grant) => Some(grant),
+            Proof::Signature(_) => None,
+        }
+    }
+
     /// `sub`.
     pub fn subject(&self) -> &str {
         &self.identity.subject
@@ -345,7 +363,7 @@ impl IssuerRegistry {
                 issuer: Arc::clone(issuer),
                 expires_at: valid.expires_at,
                 claims,
-                verified_by,
+                proof: Proof::Signature(verified_by),
                 encryption: None,
             }),
             Err(mut failure) => {

@@ -592,6 +592,7 @@ mod tests {
             name: "sealed".into(),
             matches: Default::default(),
             allow_anonymous: false,
+            prefer_credential: None,
             require: Default::default(),
             headers: Default::default(),
             mint: Some(crate::config::RouteMintConfig {
