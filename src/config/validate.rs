@@ -238,7 +238,13 @@ fn check_routes(config: &Config, errors: &mut Errors) {
             "must list at least one route (or be left out for one catch-all route)",
         );
     }
-    let known: HashSet<&str> = config.issuers.iter().map(|i| i.id.as_str()).collect();
+    // Routes name token issuers and API key sets alike: both are an identity's issuer.
+    let known: HashSet<&str> = config
+        .issuers
+        .iter()
+        .map(|i| i.id.as_str())
+        .chain(config.api_keys.iter().map(|set| set.id.as_str()))
+        .collect();
     let mut names = HashMap::new();
     for (index, route) in routes.iter().enumerate() {
         let at = format!("routes[{index}]");
@@ -318,7 +324,7 @@ fn check_requirement(
         if !known.contains(id.as_str()) {
             errors.push(
                 format!("{at}.issuers[{i}]"),
-                format!("{id:?} is not the id of a configured issuer"),
+                format!("{id:?} is not the id of a configured issuer or API key set"),
             );
         }
     }
@@ -345,7 +351,7 @@ fn check_requirement(
         {
             errors.push(
                 format!("{path}.issuer"),
-                format!("{id:?} is not the id of a configured issuer"),
+                format!("{id:?} is not the id of a configured issuer or API key set"),
             );
         }
         let tests = usize::from(condition.equals.is_some())
@@ -1086,7 +1092,7 @@ issuers:
         assert_eq!(
             errors(&bad),
             [
-                "routes[0].require.issuers[0]: \"cognito\" is not the id of a configured issuer",
+                "routes[0].require.issuers[0]: \"cognito\" is not the id of a configured issuer or API key set",
                 "routes[1].name: duplicates routes[0].name \"api\"",
                 "routes[1].match.context_extensions.api: must not be empty",
                 "routes[1].allow_anonymous: cannot be combined with require: an anonymous request has no token to check",
