@@ -1269,6 +1269,193 @@ async fn envoy_over_mtls_is_checked_and_every_refused_handshake_fails_closed() {
     assert!(fedauthz.wait_exit().success());
 }
 
+/// A key as `fedauthz apikey` prints it, and its entry with `extra` fields.
+fn api_key(args: &[&str], extra: serde_json::Value) -> (String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_fedauthz"))
+        .arg("apikey")
+        .args(args)
+        .output()
+        .expect("run fedauthz apikey");
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    let mut lines = text.lines().filter(|l| !l.starts_with('#'));
+    let key = lines.next().expect("key").to_owned();
+    let mut entry: Value = lines
+        .next()
+        .and_then(|l| l.strip_prefix("- "))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("entry");
+    if let (Some(fields), Some(extra)) = (entry.as_object_mut(), extra.as_object()) {
+        fields.extend(extra.clone());
+    }
+    (key, entry.to_string())
+}
+
+#[tokio::test]
+async fn api_keys_through_envoy_grant_identities_and_never_reach_the_upstream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestIssuer::rs256("https://unused.example", "x");
+    let b = TestIssuer::es256("https://partners.example.com/", "b-key-1");
+    let jwks = JwksServer::start(Answer::Json(a.jwks().to_string())).await;
+    let (good, good_entry) = api_key(&["--id", "acme", "--subject", "acme-svc"], json!({}));
+    let (old, old_entry) = api_key(
+        &["--id", "old", "--subject", "old-svc"],
+        json!({"expires": "2020-01-01T00:00:00Z"}),
+    );
+    let (early, early_entry) = api_key(
+        &["--id", "early", "--subject", "early-svc"],
+        json!({"not_before": "2999-01-01T00:00:00Z"}),
+    );
+    let (ops, ops_entry) = api_key(
+        &["--prefix", "ops_", "--id", "oncall", "--subject", "ops"],
+        json!({}),
+    );
+    std::fs::write(
+        dir.path().join("fedauthz.yaml"),
+        format!(
+            r#"
+response:
+  realm: orders
+issuers:
+  - {{ id: issuer-b, issuer: '{b_iss}', audiences: [{AUD}], keys: {{ jwks: {b_jwks} }} }}
+api_keys:
+  - id: partners
+    keys: [{good_entry}, {old_entry}, {early_entry}]
+  - id: ops
+    prefix: ops_
+    locations: [{{ header: authorization, scheme: ApiKey }}]
+    keys: [{ops_entry}]
+routes:
+  - name: admin
+    match: {{ context_extensions: {{ api: admin }} }}
+    require: {{ issuers: [ops] }}
+  - name: public
+    match: {{ context_extensions: {{ api: public }} }}
+    allow_anonymous: true
+    prefer_credential: jwt
+  - name: orders
+    match: {{ context_extensions: {{ api: orders }} }}
+"#,
+            b_iss = b.iss,
+            b_jwks = b.jwks(),
+        ),
+    )
+    .expect("write config");
+    let stack = Stack::launch("api-keys", dir, a, b, jwks).await;
+    for protocol in BOTH {
+        let reply = stack
+            .get(
+                protocol,
+                "/orders/1",
+                &[("x-api-key", &good), ("x-auth-subject", "mallory")],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{protocol:?}: {}", reply.body);
+        let upstream = reply.upstream.as_ref().expect("reached upstream");
+        assert_eq!(upstream.values("x-auth-subject"), ["acme-svc"]);
+        assert_eq!(upstream.values("x-auth-issuer"), ["partners"]);
+        assert!(
+            upstream.values("x-api-key").is_empty(),
+            "the key reached the upstream"
+        );
+        let log = stack.access_log(&reply).await;
+        assert_eq!(log["authz_reason"], "token_valid");
+        assert_eq!(log["authz_issuer"], "partners");
+    }
+    let mut wrong = good.clone();
+    wrong.truncate(wrong.len() - 3);
+    wrong.push_str("AAA");
+    let ops_header = format!("ApiKey {ops}");
+    let good_as_ops = format!("ApiKey {good}");
+    let token = Stack::bearer(&stack.b.token("alice", AUD));
+    let cases: [(&str, &str, Vec<(&str, &str)>, u16, &str); 8] = [
+        (
+            "wrong secret",
+            "/orders/1",
+            vec![("x-api-key", wrong.as_str())],
+            401,
+            "api_key_unknown",
+        ),
+        (
+            "expired",
+            "/orders/1",
+            vec![("x-api-key", old.as_str())],
+            401,
+            "api_key_expired",
+        ),
+        (
+            "not yet valid",
+            "/orders/1",
+            vec![("x-api-key", early.as_str())],
+            401,
+            "api_key_not_yet_valid",
+        ),
+        (
+            "a location its set does not read",
+            "/orders/1",
+            vec![("authorization", good_as_ops.as_str())],
+            401,
+            "token_location_not_allowed",
+        ),
+        (
+            "a route for another set",
+            "/admin/x",
+            vec![("x-api-key", good.as_str())],
+            403,
+            "requirement_not_met",
+        ),
+        (
+            "the ops key on its route",
+            "/admin/x",
+            vec![("authorization", ops_header.as_str())],
+            200,
+            "token_valid",
+        ),
+        (
+            "a token and a key, no preference",
+            "/orders/1",
+            vec![
+                ("authorization", token.as_str()),
+                ("x-api-key", good.as_str()),
+            ],
+            400,
+            "credential_ambiguous",
+        ),
+        (
+            "a token and a key, the token preferred",
+            "/public/x",
+            vec![
+                ("authorization", token.as_str()),
+                ("x-api-key", good.as_str()),
+            ],
+            200,
+            "token_valid",
+        ),
+    ];
+    for (what, path, headers, status, reason) in cases {
+        let reply = stack.get(Protocol::Http1, path, &headers).await;
+        assert_eq!(reply.status, status, "{what}: {}", reply.body);
+        assert_eq!(
+            stack.access_log(&reply).await["authz_reason"],
+            reason,
+            "{what}"
+        );
+        if let Some(upstream) = &reply.upstream {
+            assert!(
+                upstream.values("x-api-key").is_empty(),
+                "{what}: the key reached the upstream"
+            );
+            assert!(
+                upstream.values("authorization").is_empty(),
+                "{what}: a credential reached the upstream"
+            );
+        }
+        if what == "a token and a key, the token preferred" {
+            let upstream = reply.upstream.as_ref().expect("reached upstream");
+            assert_eq!(upstream.values("x-auth-issuer"), ["issuer-b"]);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_nested_encrypted_token_through_envoy_reaches_the_upstream_as_an_identity() {
     use josekit::jwe::{JweContext, JweHeader, RSA_OAEP_256};

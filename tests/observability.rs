@@ -324,6 +324,108 @@ async fn no_log_output_contains_a_token_or_a_signature() {
     }
 }
 
+/// A key as `fedauthz apikey` prints it, and its entry.
+fn api_key(id: &str) -> (String, String) {
+    let output = fedauthz()
+        .args([
+            "apikey",
+            "--id",
+            id,
+            "--subject",
+            "partner-svc",
+            "--scope",
+            "orders:read",
+        ])
+        .output()
+        .expect("run fedauthz apikey");
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    let mut lines = text.lines().filter(|l| !l.starts_with('#'));
+    let key = lines.next().expect("key").to_owned();
+    let entry = lines
+        .next()
+        .and_then(|l| l.strip_prefix("- "))
+        .expect("entry")
+        .to_owned();
+    (key, entry)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_log_output_contains_an_api_key_its_digest_or_its_id() {
+    let issuer = TestIssuer::es256("https://idp.example.com", "k1");
+    let (good, good_entry) = api_key("zebra-canary-good");
+    let (expired, expired_entry) = api_key("zebra-canary-old");
+    let expired_entry = expired_entry.replacen('{', r#"{"expires":"2020-01-01T00:00:00Z","#, 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = config_file(
+        &dir,
+        &issuer,
+        &format!(
+            "decision_log: {{ subject: plain, sample_allowed: 1.0 }}\n\
+             api_keys:\n  - id: partners\n    keys: [{good_entry}, {expired_entry}]\n"
+        ),
+    );
+    let digests: Vec<String> = [&good_entry, &expired_entry]
+        .iter()
+        .filter_map(|entry| serde_json::from_str::<serde_json::Value>(entry).ok())
+        .filter_map(|entry| {
+            entry["hash"]
+                .as_str()
+                .map(|h| h.trim_start_matches("sha256:").to_owned())
+        })
+        .collect();
+    assert_eq!(digests.len(), 2);
+    let mut wrong = good.clone();
+    wrong.truncate(wrong.len() - 4);
+    wrong.push_str("AAAA");
+    for format in ["text", "json"] {
+        let (mut process, addr) = serve(&file, format, &[("RUST_LOG", "trace")]);
+        let mut client = client(&addr).await;
+        let mut reasons = Vec::new();
+        for (index, key) in [&good, &wrong, &expired].into_iter().enumerate() {
+            let response = client
+                .check(check_request(&[
+                    ("x-api-key", key),
+                    ("x-request-id", &format!("key-{index}")),
+                ]))
+                .await
+                .expect("rpc")
+                .into_inner();
+            reasons.push(reason(&response).to_owned());
+        }
+        assert_eq!(
+            reasons,
+            ["token_valid", "api_key_unknown", "api_key_expired"],
+            "{format}"
+        );
+        process.wait_for("key-2");
+        process.signal("TERM");
+        process.wait_exit();
+        let logs = process.stderr();
+        assert!(
+            logs.contains("check allowed") && logs.contains("check denied"),
+            "{format}"
+        );
+        for key in [&good, &wrong, &expired] {
+            let secret = key.rsplit('_').next().unwrap_or_default();
+            assert!(
+                secret.len() >= 8 && !logs.contains(secret),
+                "{format}: a key secret is in the logs"
+            );
+        }
+        for digest in &digests {
+            assert!(
+                !logs.contains(&digest[..16]),
+                "{format}: a key digest is in the logs"
+            );
+        }
+        // Key ids appear only as their short hash.
+        assert!(
+            !logs.contains("zebra-canary"),
+            "{format}: a key id is in the logs"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn decision_lines_carry_request_id_reason_issuer_route_and_the_configured_subject() {
     let issuer = TestIssuer::es256("https://idp.example.com", "k1");
