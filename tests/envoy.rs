@@ -1367,7 +1367,9 @@ routes:
     let ops_header = format!("ApiKey {ops}");
     let good_as_ops = format!("ApiKey {good}");
     let token = Stack::bearer(&stack.b.token("alice", AUD));
-    let cases: [(&str, &str, Vec<(&str, &str)>, u16, &str); 8] = [
+    /// What is sent (case, path, headers) and what must come of it (status, reason).
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: [Case<'_>; 8] = [
         (
             "wrong secret",
             "/orders/1",
