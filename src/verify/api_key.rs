@@ -486,7 +486,7 @@ pub fn header_key<'r>(
 }
 
 /// The key in query parameter `name` of `path`. Keys are URL-safe; a parameter that is
-/// percent-encoded, repeated or empty is refused rather than decoded.
+/// encoded in any way, repeated or empty is refused rather than decoded.
 pub fn query_key<'r>(path: &'r str, name: &str) -> Result<Option<Cow<'r, str>>, Rejection> {
     let Some((_, query)) = path.split_once('?') else {
         return Ok(None);
@@ -501,10 +501,13 @@ pub fn query_key<'r>(path: &'r str, name: &str) -> Result<Option<Cow<'r, str>>, 
         if found.is_some() {
             return Err(ambiguous("the API key parameter appears more than once"));
         }
-        if value.is_empty() || value.contains('%') || value.contains('+') {
+        // Keys are made of URL-safe characters only: anything else (percent-encoding, `+`,
+        // spaces) is refused rather than decoded.
+        let url_safe = |b: u8| b.is_ascii_alphanumeric() || b"-_.~".contains(&b);
+        if value.is_empty() || !value.bytes().all(url_safe) {
             return Err(Rejection::new(
                 Reason::ApiKeyUnknown,
-                "the API key parameter is empty or percent-encoded",
+                "the API key parameter is empty or not made of URL-safe characters",
             ));
         }
         found = Some(Cow::Borrowed(value));
@@ -693,8 +696,20 @@ pub fn generate(
     let digest = hasher
         .digest(&key)
         .ok_or_else(|| "the key could not be hashed".to_owned())?;
+    Ok((key, hash_text(label, &digest)))
+}
+
+/// The `hash` of an entry for `key` in a set that hashes with SHA-256.
+pub fn sha256_entry_hash(key: &str) -> String {
+    hash_text(
+        KeyHash::Sha256.label(),
+        &openssl::sha::sha256(key.as_bytes()),
+    )
+}
+
+fn hash_text(label: &str, digest: &Digest) -> String {
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok((key, format!("{label}:{hex}")))
+    format!("{label}:{hex}")
 }
 
 /// The attributes map type of an entry (for callers building entries).

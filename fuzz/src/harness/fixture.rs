@@ -533,3 +533,28 @@ pub fn encrypt_token(jws: &[u8], dir: bool, enc: &str, extra: &[(&str, Value)]) 
     }
     .expect("encrypt")
 }
+
+/// The one valid key of the `api_key` target's key set.
+pub const API_KEY: &str = "fak_fuzz-1_Qm9yZWFsaXMtZnV6ei1rZXktc2VjcmV0LWZvci10ZXN0cw";
+
+/// The `api_key` target's key sets: `partners` (header `x-api-key`, query `api_key`) holding
+/// [`API_KEY`], and `ops` (prefix `ops_`, `Authorization: ApiKey`) holding none that matches.
+pub fn api_keys() -> &'static fedauthz::verify::api_key::ApiKeys {
+    static KEYS: OnceLock<fedauthz::verify::api_key::ApiKeys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let hash = fedauthz::verify::api_key::sha256_entry_hash(API_KEY);
+        let yaml = format!(
+            "issuers: []\n\
+             api_keys:\n  - id: partners\n    allow_query_parameter: true\n    \
+             locations: [{{ header: x-api-key }}, {{ query: api_key }}]\n    \
+             keys: [{{ id: fuzz-1, hash: '{hash}', subject: fuzzer }}]\n  \
+             - id: ops\n    prefix: ops_\n    locations: [{{ header: authorization, scheme: ApiKey }}]\n    \
+             keys: [{{ id: x, hash: 'sha256:{zero}', subject: nobody }}]\n",
+            zero = "0".repeat(64)
+        );
+        let config = fedauthz::config::parse_yaml(&yaml, "api-key-fixture.yaml")
+            .unwrap_or_else(|err| panic!("fixture config: {err}"));
+        fedauthz::verify::api_key::ApiKeys::load(&config, Default::default())
+            .unwrap_or_else(|err| panic!("fixture keys: {err:?}"))
+    })
+}

@@ -14,7 +14,7 @@ use super::fixture::{self, AUD, ISSUERS, NOW};
 use super::targets::{SIGNED_SEPARATOR, http_request, parse_headers};
 
 /// The fuzz targets, by name (each has `fuzz/fuzz_targets/<name>.rs`).
-pub const TARGETS: [&str; 8] = [
+pub const TARGETS: [&str; 9] = [
     "jws_compact",
     "jwe_decrypt",
     "verify_token",
@@ -23,6 +23,7 @@ pub const TARGETS: [&str; 8] = [
     "check_request",
     "check_headers",
     "config",
+    "api_key",
 ];
 
 /// Runs target `name` on `data`.
@@ -37,6 +38,7 @@ pub fn run(name: &str, data: &[u8]) {
         "check_request" => targets::check_request(data),
         "check_headers" => targets::check_headers(data),
         "config" => targets::config(data),
+        "api_key" => targets::api_key(data),
         other => panic!("no fuzz target {other:?}"),
     }
 }
@@ -450,6 +452,30 @@ fn config() -> Vec<Seed> {
     seeds
 }
 
+/// Seeds of `api_key`: the valid key, near misses of it, and shapes the parsers must refuse.
+fn api_key() -> Vec<Seed> {
+    let key = fixture::API_KEY;
+    let mut last = key.to_owned();
+    last.pop();
+    last.push('x');
+    [
+        ("valid", key.to_owned()),
+        ("padded", format!("  {key}  ")),
+        ("wrong-last", last),
+        ("unknown-id", key.replace("fuzz-1", "fuzz-2")),
+        ("other-set", key.replace("fak_", "ops_")),
+        ("no-secret", "fak_fuzz-1_".to_owned()),
+        ("no-separator", "fak_fuzz-1".to_owned()),
+        ("two-values", format!("{key},{key}")),
+        ("percent", key.replace('_', "%5F")),
+        ("long", format!("fak_fuzz-1_{}", "A".repeat(600))),
+        ("prefix-only", "fak_".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, text)| seed(name, text))
+    .collect()
+}
+
 /// Every target's seeds.
 pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
     vec![
@@ -461,5 +487,6 @@ pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
         ("check_request", check_request()),
         ("check_headers", check_headers()),
         ("config", config()),
+        ("api_key", api_key()),
     ]
 }

@@ -420,3 +420,47 @@ pub fn config(data: &[u8]) {
     set_header(&mut request, "authorization", "Bearer e30.e30.e30");
     check_twice(&generation, &request);
 }
+
+/// API key parsing: the input as the `x-api-key` header, as `Authorization: ApiKey …`, and as
+/// the `api_key` query parameter, through extraction and verification.
+///
+/// Invariants: nothing panics; an extracted key is trimmed and holds no `,`; a key that
+/// verifies is exactly the fixture's one valid key (so no other input is mistaken for it), and
+/// verifies as `partners`' key `fuzz-1` only from a location of that set.
+pub fn api_key(data: &[u8]) {
+    use fedauthz::extract::HeaderLookup;
+    use std::borrow::Cow;
+
+    struct One<'a>(&'a str, &'a str);
+    impl HeaderLookup for One<'_> {
+        fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+            (name == self.0).then_some(Cow::Borrowed(self.1))
+        }
+    }
+
+    let text = String::from_utf8_lossy(data);
+    let keys = fixture::api_keys();
+    let path = format!("/x?api_key={text}");
+    let authorization = format!("ApiKey {text}");
+    let places = [
+        (One("x-api-key", &text), "/x"),
+        (One("authorization", &authorization), "/x"),
+        (One("none", ""), path.as_str()),
+    ];
+    for (headers, path) in &places {
+        let Ok(Some(key)) = keys.extract(headers, path) else {
+            continue;
+        };
+        assert!(!key.text.contains(','), "an extracted key holds a comma");
+        assert_eq!(key.text.trim(), key.text, "an extracted key is trimmed");
+        if let Ok(token) = keys.verify(&key, NOW) {
+            assert_eq!(key.text, fixture::API_KEY, "only the fixture key verifies");
+            assert_eq!(&*token.issuer.id, "partners");
+            assert_eq!(token.subject(), "fuzzer");
+            assert!(
+                key.header != Some("authorization"),
+                "partners keys never arrive there"
+            );
+        }
+    }
+}
