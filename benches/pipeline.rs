@@ -346,6 +346,62 @@ fn cached<M: Measurement>(c: &mut Criterion<M>) {
     group.finish();
 }
 
+/// `request` with `Authorization` replaced by `x-api-key: key`.
+fn key_request(key: &str, path: &str) -> CheckRequest {
+    let mut request = request("unused", path);
+    if let Some(http) = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers.remove("authorization");
+        http.headers.insert("x-api-key".into(), key.to_owned());
+    }
+    request
+}
+
+/// API keys beside the JWT path: one set of 1,000 keys (SHA-256 digests), the same route.
+fn api_keys<M: Measurement>(c: &mut Criterion<M>) {
+    let now = unix_now();
+    let issuers = vec![Issuer::new("rsa", "RS256")];
+    let mut keys = Vec::new();
+    let mut entries = String::new();
+    for n in 0..1000 {
+        let (key, hash) =
+            fedauthz::verify::api_key::generate("fak_", &format!("client-{n}"), None).expect("key");
+        entries.push_str(&format!(
+            "      - {{ id: client-{n}, hash: '{hash}', subject: client-{n}, scopes: ['orders:read'] }}\n"
+        ));
+        keys.push(key);
+    }
+    let generation = generation(
+        &issuers,
+        &format!("api_keys:\n  - id: partners\n    keys:\n{entries}{ROUTES}"),
+    );
+    let pipeline = &generation.pipeline;
+    let valid = key_request(&keys[500], "/orders/7");
+    check_allows(pipeline, &valid, now);
+    let mut wrong = keys[500].clone();
+    wrong.truncate(wrong.len() - 4);
+    wrong.push_str("AAAA");
+    let wrong = key_request(&wrong, "/orders/7");
+    let mut group = c.benchmark_group("pipeline_api_key");
+    group.bench_function("valid", |b| {
+        b.iter(|| {
+            let headers = RequestHeaders::of(black_box(&valid));
+            black_box(pipeline.check(&headers, &request_facts(&valid), now))
+        });
+    });
+    group.bench_function("wrong_secret", |b| {
+        b.iter(|| {
+            let headers = RequestHeaders::of(black_box(&wrong));
+            black_box(pipeline.check(&headers, &request_facts(&wrong), now))
+        });
+    });
+    group.finish();
+}
+
 fn hundred_routes<M: Measurement>(c: &mut Criterion<M>) {
     let now = unix_now();
     let issuers = vec![Issuer::new("rsa", "RS256")];
@@ -463,6 +519,7 @@ fn run<M: Measurement>(mut c: Criterion<M>) {
     uncached(&mut c);
     encrypted(&mut c);
     cached(&mut c);
+    api_keys(&mut c);
     hundred_routes(&mut c);
     c.final_summary();
 }

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | transport adapter | [`service`] (ext_authz gRPC), [`http_authz`] (Envoy `http_service`, nginx `auth_request`, Traefik `forwardAuth`); both run [`check`] |
 //! | credential extraction | [`extract`] |
-//! | verification (issuer → keys → signature → claims) | [`verify`], over [`jose`] and [`keys`] |
+//! | verification (issuer → keys → signature → claims), or an API key's digest | [`verify`], over [`jose`] and [`keys`]; API keys in [`verify::api_key`] |
 //! | claim normalization | [`identity`] |
 //! | authorization | [`authz`] |
 //! | response (headers, metadata, minted token, denial) | [`response`], minting in [`response::mint`] |

@@ -48,7 +48,8 @@ fedauthz-load run --target grpc|http --addr HOST:PORT --tokens FILE
                   [--connections N] [--concurrency N] [--rate RPS] [--duration SECS]
                   [--warmup SECS] [--requests N] [--threads N] [--path P] [--host H]
                   [--expect-status CODE] [--offset N] [--label TEXT]
-                  [--ca FILE [--server-name NAME]]   (gRPC over TLS, trusting FILE)";
+                  [--ca FILE [--server-name NAME]]   (gRPC over TLS, trusting FILE)
+                  [--credential-header NAME]   (each token alone in NAME, e.g. x-api-key)";
 
 /// The audience every bench token carries and every bench config accepts.
 const AUDIENCE: &str = "bench-api";
@@ -257,7 +258,10 @@ fn mint(flags: &Flags) -> anyhow::Result<()> {
 
     // h2load body: one gRPC-framed CheckRequest carrying the first pool token.
     let first = pool_tokens.first().context("--pool must be at least 1")?;
-    std::fs::write(out.join("check.grpc"), grpc_frame(&check_request(first)))?;
+    std::fs::write(
+        out.join("check.grpc"),
+        grpc_frame(&check_request(first, None)),
+    )?;
 
     // (c): many issuers, tokens spread round-robin over them.
     let multi: Vec<BenchIssuer> = (1..=multi_issuers)
@@ -283,7 +287,7 @@ fn mint(flags: &Flags) -> anyhow::Result<()> {
 
 /// The CheckRequest Envoy would send for `GET /bench` with this bearer token: the pseudo-headers
 /// and the usual request headers, as Envoy forwards every header by default.
-fn check_request(token: &str) -> CheckRequest {
+fn check_request(token: &str, header: Option<&str>) -> CheckRequest {
     let headers: HashMap<String, String> = [
         (":authority", "bench.local"),
         (":method", "GET"),
@@ -296,7 +300,11 @@ fn check_request(token: &str) -> CheckRequest {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .chain([("authorization".to_owned(), format!("Bearer {token}"))])
+    .chain([match header {
+        // An API key, say: the credential alone in its header.
+        Some(name) => (name.to_owned(), token.to_owned()),
+        None => ("authorization".to_owned(), format!("Bearer {token}")),
+    }])
     .collect();
     CheckRequest {
         attributes: Some(AttributeContext {
@@ -438,6 +446,8 @@ struct Shared {
     /// building them on the hot path.
     requests: Vec<CheckRequest>,
     authorizations: Vec<hyper::header::HeaderValue>,
+    /// The header the credential goes in (`Authorization: Bearer`, or `--credential-header`).
+    credential_name: hyper::header::HeaderName,
 }
 
 impl Shared {
@@ -576,7 +586,7 @@ async fn send_one(shared: &Shared, conn: &Conn, index: usize) -> Result<(), Stri
             let request = hyper::Request::get(shared.spec.path.as_str())
                 .header(hyper::header::HOST, shared.spec.host.as_str())
                 .header(
-                    hyper::header::AUTHORIZATION,
+                    shared.credential_name.clone(),
                     shared.authorizations[index].clone(),
                 )
                 .body(Empty::<Bytes>::new())
@@ -716,15 +726,27 @@ fn run(flags: &Flags) -> anyhow::Result<()> {
         bail!("HTTP/1.1 has one request in flight per connection: use --connections");
     }
     let threads: usize = flags.num("threads", 1)?;
+    let credential_header = flags.str("credential-header").map(str::to_ascii_lowercase);
+    let credential_name = match &credential_header {
+        Some(name) => hyper::header::HeaderName::from_bytes(name.as_bytes())
+            .context("--credential-header is not a header name")?,
+        None => hyper::header::AUTHORIZATION,
+    };
     let tokens = read_tokens(&spec.tokens_file)?;
     let requests = match target {
-        Target::Grpc => tokens.iter().map(|t| check_request(t)).collect(),
+        Target::Grpc => tokens
+            .iter()
+            .map(|t| check_request(t, credential_header.as_deref()))
+            .collect(),
         Target::Http => Vec::new(),
     };
     let authorizations = match target {
         Target::Http => tokens
             .iter()
-            .map(|t| hyper::header::HeaderValue::from_str(&format!("Bearer {t}")))
+            .map(|t| match credential_header {
+                Some(_) => hyper::header::HeaderValue::from_str(t),
+                None => hyper::header::HeaderValue::from_str(&format!("Bearer {t}")),
+            })
             .collect::<Result<_, _>>()
             .context("a token is not a valid header value")?,
         Target::Grpc => Vec::new(),
@@ -734,6 +756,7 @@ fn run(flags: &Flags) -> anyhow::Result<()> {
         tokens,
         requests,
         authorizations,
+        credential_name,
     });
     // One thread (the default, pinned to one CPU by scripts/bench): a current-thread runtime,
     // the cheapest way to drive many connections from one core.
