@@ -194,11 +194,21 @@ pub fn render(request: &ExplainRequest, token: Option<&str>, checked: &Checked) 
     };
     let anonymous = matches!(checked.decision, Decision::Allow(None));
     let encrypted = token.is_some_and(crate::verify::jwe::is_encrypted);
+    let api_key = checked.credential == Some(crate::config::CredentialKind::ApiKey);
     for (index, step) in STEPS.iter().enumerate() {
         let status = match failed {
             Some(at) if index == at => format!("FAILED  {detail}"),
             Some(at) if index > at => "not reached".to_owned(),
             _ if anonymous && (1..=9).contains(&index) => "skipped (no credential)".to_owned(),
+            // An API key has no framing, keys or algorithm: its digest compare stands where the
+            // signature check stands.
+            _ if api_key && [1, 2, 5, 6, 7].contains(&index) => "— (API key)".to_owned(),
+            _ if api_key && index == 3 => "ok (API key set by prefix)".to_owned(),
+            _ if api_key && index == 4 && failed == Some(8) => {
+                "not reached (checked once the digest matches)".to_owned()
+            }
+            _ if api_key && index == 8 => "ok (API key digest matched)".to_owned(),
+            _ if api_key && index == 9 => "— (API key: validity times checked)".to_owned(),
             // The plaintext is never printed: the steps after this one name what was inside.
             _ if index == 1 && encrypted => "ok (decrypted; the content is not shown)".to_owned(),
             _ if index == 1 => "not encrypted".to_owned(),

@@ -85,6 +85,9 @@ pub struct Checked {
     pub key_miss: Option<KeyMiss>,
     /// The internal token minted for the upstream, when the route mints.
     pub minted: Option<Arc<Minted>>,
+    /// The kind of credential the request was judged by (`None`: it carried none, or was
+    /// refused before one was read).
+    pub credential: Option<CredentialKind>,
 }
 
 impl Pipeline {
@@ -245,6 +248,7 @@ impl Pipeline {
         now: i64,
     ) -> Checked {
         let mut key_miss = None;
+        let mut judged_by = None;
         let (authentication, place) = match self.credential(headers, facts) {
             Err(rejection) => (
                 Authentication::Failed(rejection),
@@ -252,6 +256,7 @@ impl Pipeline {
             ),
             Ok(Presented::Nothing) => (Authentication::Missing, CredentialPlace::default()),
             Ok(Presented::Key { key, jwt }) => {
+                judged_by = Some(CredentialKind::ApiKey);
                 let span = debug_span!("verify", fedauthz.issuer = Empty, fedauthz.reason = Empty);
                 let _entered = span.enter();
                 let outcome = match self.api_keys.verify(&key, now) {
@@ -307,6 +312,7 @@ impl Pipeline {
             route,
             key_miss,
             minted: None,
+            credential: judged_by,
         }
     }
 
@@ -323,6 +329,7 @@ impl Pipeline {
             route: None,
             key_miss: None,
             minted: None,
+            credential: None,
         }
     }
 
