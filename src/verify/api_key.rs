@@ -744,6 +744,60 @@ mod tests {
         assert!(!digests_match(&last, &stored));
     }
 
+    fn keys(entry_key: &str) -> ApiKeys {
+        let yaml = format!(
+            "issuers: []\napi_keys:\n  - id: p\n    keys: [{{ id: a, hash: '{}', subject: s }}]\n",
+            sha256_entry_hash(entry_key)
+        );
+        let config = crate::config::parse_yaml(&yaml, "t.yaml").unwrap();
+        ApiKeys::load(&config, ApiKeyStats::default()).unwrap()
+    }
+
+    #[test]
+    fn a_secret_is_only_ever_compared_as_a_fixed_size_digest() {
+        let real = "fak_a_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
+        let keys = keys(real);
+        let headers = |key: &str| {
+            Map(vec![(
+                "x-api-key",
+                Box::leak(key.to_owned().into_boxed_str()),
+            )])
+        };
+        let verdict = |key: &str| {
+            let headers = headers(key);
+            let presented = keys.extract(&headers, "/").unwrap().unwrap();
+            keys.verify(&presented, 0).map(|t| t.subject().to_owned())
+        };
+        assert_eq!(verdict(real).unwrap(), "s");
+        // Whatever the presented secret looks like — one character, a prefix of the real one,
+        // the real one with its last character changed, or far longer — it becomes a 32-byte
+        // digest before anything is compared, so each is refused the same way, by the same
+        // fixed-length comparison.
+        let mut last_changed = real.to_owned();
+        last_changed.pop();
+        last_changed.push('H');
+        for wrong in [
+            "fak_a_x".to_owned(),
+            real[..real.len() - 1].to_owned(),
+            last_changed,
+            format!("{real}{}", "y".repeat(400)),
+        ] {
+            let rejection = verdict(&wrong).unwrap_err();
+            assert_eq!(rejection.reason, Reason::ApiKeyUnknown, "{wrong}");
+            assert!(
+                rejection.detail.contains("digest") || rejection.detail.contains("longer"),
+                "{}",
+                rejection.detail
+            );
+            assert!(
+                !rejection.detail.contains(&wrong),
+                "the key never reaches a detail"
+            );
+        }
+        let digest: Digest = openssl::sha::sha256(real.as_bytes());
+        assert_eq!(std::mem::size_of_val(&digest), 32);
+    }
+
     #[test]
     fn keys_are_read_from_their_header_scheme_or_parameter_only() {
         let headers = Map(vec![
