@@ -13,7 +13,7 @@
 //! [`crate::identity`], [`super`] (the verified-credential types) and [`crate::reason`].
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -185,43 +185,9 @@ impl ApiKeys {
         routes: &HashSet<&str>,
     ) -> Result<KeySet, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let hasher = match (set.hash, &set.hmac_secret_file) {
-            (KeyHash::HmacSha256, Some(path)) => {
-                match crate::files::read_bounded(path, 64 * 1024) {
-                    Ok(secret) if secret.len() >= MIN_HMAC_SECRET_BYTES => {
-                        match openssl::pkey::PKey::hmac(&secret) {
-                            Ok(key) => Some(Hasher::Hmac(key)),
-                            Err(err) => {
-                                errors.push(FieldError::new(
-                                    format!("{at}.hmac_secret_file"),
-                                    format!("{}: not usable as an HMAC key: {err}", path.display()),
-                                ));
-                                None
-                            }
-                        }
-                    }
-                    Ok(secret) => {
-                        errors.push(FieldError::new(
-                            format!("{at}.hmac_secret_file"),
-                            format!(
-                                "{}: {} bytes; an HMAC secret needs at least {MIN_HMAC_SECRET_BYTES}",
-                                path.display(),
-                                secret.len()
-                            ),
-                        ));
-                        None
-                    }
-                    Err(err) => {
-                        errors.push(FieldError::new(
-                            format!("{at}.hmac_secret_file"),
-                            format!("{}: {err}", path.display()),
-                        ));
-                        None
-                    }
-                }
-            }
-            _ => Some(Hasher::Sha256),
-        };
+        let hasher = load_hasher(set, at)
+            .map_err(|problem| errors.push(problem))
+            .ok();
         let mut entries: Vec<(String, ApiKeyEntry)> = set
             .keys
             .iter()
@@ -435,6 +401,30 @@ impl ApiKeys {
         self.stats.checked(Some(&set.id), Outcome::Valid);
         Ok(Arc::clone(&entry.token))
     }
+}
+
+/// The set's hasher: SHA-256, or HMAC-SHA-256 under the secret its `hmac_secret_file` holds.
+fn load_hasher(set: &ApiKeySetConfig, at: &str) -> Result<Hasher, FieldError> {
+    let (KeyHash::HmacSha256, Some(path)) = (set.hash, &set.hmac_secret_file) else {
+        return Ok(Hasher::Sha256);
+    };
+    let problem = |text: String| {
+        FieldError::new(
+            format!("{at}.hmac_secret_file"),
+            format!("{}: {text}", path.display()),
+        )
+    };
+    let secret =
+        crate::files::read_bounded(path, 64 * 1024).map_err(|err| problem(err.to_string()))?;
+    if secret.len() < MIN_HMAC_SECRET_BYTES {
+        return Err(problem(format!(
+            "{} bytes; an HMAC secret needs at least {MIN_HMAC_SECRET_BYTES}",
+            secret.len()
+        )));
+    }
+    openssl::pkey::PKey::hmac(&secret)
+        .map(Hasher::Hmac)
+        .map_err(|err| problem(format!("not usable as an HMAC key: {err}")))
 }
 
 fn ambiguous(detail: &str) -> Rejection {
@@ -711,9 +701,6 @@ fn hash_text(label: &str, digest: &Digest) -> String {
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("{label}:{hex}")
 }
-
-/// The attributes map type of an entry (for callers building entries).
-pub type Attributes = BTreeMap<String, String>;
 
 #[cfg(test)]
 mod tests {
