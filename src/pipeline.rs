@@ -248,60 +248,34 @@ impl Pipeline {
         now: i64,
     ) -> Checked {
         let mut key_miss = None;
-        let mut judged_by = None;
-        let (authentication, place) = match self.credential(headers, facts) {
+        let (authentication, place, judged_by) = match self.credential(headers, facts) {
             Err(rejection) => (
                 Authentication::Failed(rejection),
                 CredentialPlace::default(),
+                None,
             ),
-            Ok(Presented::Nothing) => (Authentication::Missing, CredentialPlace::default()),
+            Ok(Presented::Nothing) => (Authentication::Missing, CredentialPlace::default(), None),
             Ok(Presented::Key { key, jwt }) => {
-                judged_by = Some(CredentialKind::ApiKey);
-                let span = debug_span!("verify", fedauthz.issuer = Empty, fedauthz.reason = Empty);
-                let _entered = span.enter();
-                let outcome = match self.api_keys.verify(&key, now) {
-                    Ok(token) => {
-                        span.record("fedauthz.issuer", &*token.issuer.id);
-                        Authentication::Verified(token)
-                    }
-                    Err(rejection) => {
-                        span.record("fedauthz.reason", rejection.reason.code());
-                        Authentication::Failed(rejection)
-                    }
-                };
                 let mut place = jwt.map_or_else(CredentialPlace::default, |jwt| {
                     credential_place(&jwt, headers)
                 });
                 place.api_key_header = key.header;
                 place.api_key_parameter = key.query;
-                (outcome, place)
+                (
+                    self.verify_key(&key, now),
+                    place,
+                    Some(CredentialKind::ApiKey),
+                )
             }
-            Ok(Presented::Token {
-                token: credential,
-                key,
-            }) => {
-                let span = debug_span!("verify", fedauthz.issuer = Empty, fedauthz.reason = Empty);
-                let _entered = span.enter();
-                let outcome = match self.verify(&credential.token, credential.locations, now) {
-                    Ok(token) => {
-                        span.record("fedauthz.issuer", &*token.issuer.id);
-                        Authentication::Verified(token)
-                    }
-                    Err(failure) => {
-                        if let Some(issuer) = &failure.rejection.issuer {
-                            span.record("fedauthz.issuer", &**issuer);
-                        }
-                        span.record("fedauthz.reason", failure.rejection.reason.code());
-                        key_miss = failure.key_miss;
-                        Authentication::Failed(failure.rejection)
-                    }
-                };
-                let mut place = credential_place(&credential, headers);
+            Ok(Presented::Token { token, key }) => {
+                let mut place = credential_place(&token, headers);
                 if let Some(key) = key {
                     place.api_key_header = key.header;
                     place.api_key_parameter = key.query;
                 }
-                (outcome, place)
+                let (outcome, miss) = self.verify_token(&token, now);
+                key_miss = miss;
+                (outcome, place, Some(CredentialKind::Jwt))
             }
         };
         let Verdict { decision, route } = self.authorizer.decide(facts, authentication);
@@ -330,6 +304,46 @@ impl Pipeline {
             key_miss: None,
             minted: None,
             credential: None,
+        }
+    }
+
+    /// Verifies the API key `key` (a verify span of its own).
+    fn verify_key(&self, key: &PresentedKey<'_>, now: i64) -> Authentication {
+        let span = debug_span!("verify", fedauthz.issuer = Empty, fedauthz.reason = Empty);
+        let _entered = span.enter();
+        match self.api_keys.verify(key, now) {
+            Ok(token) => {
+                span.record("fedauthz.issuer", &*token.issuer.id);
+                Authentication::Verified(token)
+            }
+            Err(rejection) => {
+                span.record("fedauthz.reason", rejection.reason.code());
+                Authentication::Failed(rejection)
+            }
+        }
+    }
+
+    /// Verifies the token `credential` (a verify span of its own), and says when a key
+    /// refresh might change the answer.
+    fn verify_token(
+        &self,
+        credential: &Credential<'_>,
+        now: i64,
+    ) -> (Authentication, Option<KeyMiss>) {
+        let span = debug_span!("verify", fedauthz.issuer = Empty, fedauthz.reason = Empty);
+        let _entered = span.enter();
+        match self.verify(&credential.token, credential.locations, now) {
+            Ok(token) => {
+                span.record("fedauthz.issuer", &*token.issuer.id);
+                (Authentication::Verified(token), None)
+            }
+            Err(failure) => {
+                if let Some(issuer) = &failure.rejection.issuer {
+                    span.record("fedauthz.issuer", &**issuer);
+                }
+                span.record("fedauthz.reason", failure.rejection.reason.code());
+                (Authentication::Failed(failure.rejection), failure.key_miss)
+            }
         }
     }
 
