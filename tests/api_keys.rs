@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::process::Process;
-use common::{RunningServer, TestIssuer, metadata, now, reason};
+use common::{RunningServer, TestIssuer, metadata, now, reason, upstream_headers};
 use fedauthz::proto::auth::attribute_context::{HttpRequest, Request as AttrRequest};
 use fedauthz::proto::auth::check_response::HttpResponse;
 use fedauthz::proto::auth::{AttributeContext, CheckRequest, CheckResponse};
@@ -23,29 +22,8 @@ struct Key {
 
 /// Runs `fedauthz apikey` with `args`: the printed key and entry.
 fn generate(args: &[&str]) -> Key {
-    let output = Command::new(env!("CARGO_BIN_EXE_fedauthz"))
-        .arg("apikey")
-        .args(args)
-        .output()
-        .expect("run fedauthz apikey");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).expect("UTF-8");
-    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(lines.len(), 2, "{text}");
-    let entry: Value =
-        serde_json::from_str(lines[1].strip_prefix("- ").expect("a YAML list item")).expect("JSON");
-    assert!(
-        !lines[1].contains(lines[0]),
-        "the entry never holds the key"
-    );
-    Key {
-        text: lines[0].to_owned(),
-        entry,
-    }
+    let (text, entry) = common::api_key(args, serde_json::json!({}));
+    Key { text, entry }
 }
 
 /// The entry of `key` with `extra` fields merged in.
@@ -75,18 +53,6 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
             }),
             ..AttributeContext::default()
         }),
-    }
-}
-
-fn upstream(response: &CheckResponse) -> HashMap<String, String> {
-    match &response.http_response {
-        Some(HttpResponse::OkResponse(ok)) => ok
-            .headers
-            .iter()
-            .filter_map(|h| h.header.as_ref())
-            .map(|h| (h.key.clone(), h.value.clone()))
-            .collect(),
-        other => panic!("expected an allow, got {other:?}"),
     }
 }
 
@@ -263,7 +229,7 @@ async fn a_key_grants_its_identity_through_the_same_routes_and_headers_as_a_toke
     };
     let response = check("GET", "/orders/1", &s.partner.text).await;
     assert_eq!(reason(&response), "token_valid");
-    let headers = upstream(&response);
+    let headers = upstream_headers(&response);
     assert_eq!(headers["x-auth-subject"], "acme");
     assert_eq!(headers["x-auth-issuer"], "partners");
     assert_eq!(headers["x-auth-client"], "acme-billing");
@@ -317,7 +283,7 @@ async fn a_key_grants_its_identity_through_the_same_routes_and_headers_as_a_toke
         .expect("rpc")
         .into_inner();
     assert_eq!(reason(&response), "token_valid");
-    assert_eq!(upstream(&response)["x-auth-issuer"], "corp");
+    assert_eq!(upstream_headers(&response)["x-auth-issuer"], "corp");
 }
 
 #[tokio::test]
@@ -447,7 +413,7 @@ async fn a_token_and_a_key_together_need_the_route_to_choose() {
         .expect("rpc")
         .into_inner();
     assert_eq!(reason(&response), "token_valid");
-    assert_eq!(upstream(&response)["x-auth-issuer"], "partners");
+    assert_eq!(upstream_headers(&response)["x-auth-issuer"], "partners");
     let (gone, _) = removed(&response);
     assert!(
         gone.contains(&"x-api-key".to_owned()) && gone.contains(&"authorization".to_owned()),
@@ -460,7 +426,7 @@ async fn a_token_and_a_key_together_need_the_route_to_choose() {
         .expect("rpc")
         .into_inner();
     assert_eq!(reason(&response), "token_valid");
-    assert_eq!(upstream(&response)["x-auth-issuer"], "corp");
+    assert_eq!(upstream_headers(&response)["x-auth-issuer"], "corp");
     let (gone, _) = removed(&response);
     assert!(
         gone.contains(&"x-api-key".to_owned()) && gone.contains(&"authorization".to_owned()),
@@ -479,7 +445,7 @@ async fn a_query_key_is_removed_from_the_url_and_refused_where_no_proxy_can_remo
         .expect("rpc")
         .into_inner();
     assert_eq!(reason(&response), "token_valid");
-    assert_eq!(upstream(&response)["x-auth-issuer"], "legacy");
+    assert_eq!(upstream_headers(&response)["x-auth-issuer"], "legacy");
     let (_, parameters) = removed(&response);
     assert_eq!(parameters, ["api_key"]);
     // The same key in its header location.

@@ -1269,24 +1269,9 @@ async fn envoy_over_mtls_is_checked_and_every_refused_handshake_fails_closed() {
     assert!(fedauthz.wait_exit().success());
 }
 
-/// A key as `fedauthz apikey` prints it, and its entry with `extra` fields.
+/// A key as `fedauthz apikey` prints it, and its entry (as text) with `extra` fields.
 fn api_key(args: &[&str], extra: serde_json::Value) -> (String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_fedauthz"))
-        .arg("apikey")
-        .args(args)
-        .output()
-        .expect("run fedauthz apikey");
-    let text = String::from_utf8(output.stdout).expect("UTF-8");
-    let mut lines = text.lines().filter(|l| !l.starts_with('#'));
-    let key = lines.next().expect("key").to_owned();
-    let mut entry: Value = lines
-        .next()
-        .and_then(|l| l.strip_prefix("- "))
-        .and_then(|l| serde_json::from_str(l).ok())
-        .expect("entry");
-    if let (Some(fields), Some(extra)) = (entry.as_object_mut(), extra.as_object()) {
-        fields.extend(extra.clone());
-    }
+    let (key, entry) = common::api_key(args, extra);
     (key, entry.to_string())
 }
 

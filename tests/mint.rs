@@ -7,12 +7,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{RunningServer, TestIssuer, bearer, check_request, http_get, metadata, now, reason};
+use common::{
+    RunningServer, TestIssuer, bearer, check_request, http_get, metadata, now, reason,
+    upstream_headers,
+};
 use fedauthz::proto::auth::CheckResponse;
 use fedauthz::proto::auth::check_response::HttpResponse;
 use serde_json::{Map, Value, json};
@@ -20,19 +22,6 @@ use serde_json::{Map, Value, json};
 /// An ES256 (P-256) PKCS#8 key written to `dir/name.pem`.
 fn p256_key(dir: &Path, name: &str) -> PathBuf {
     common::write_signing_key(&dir.join(format!("{name}.pem")), "ES256")
-}
-
-/// The upstream headers an allow sets, by name.
-fn upstream(response: &CheckResponse) -> HashMap<String, String> {
-    match &response.http_response {
-        Some(HttpResponse::OkResponse(ok)) => ok
-            .headers
-            .iter()
-            .filter_map(|h| h.header.as_ref())
-            .map(|h| (h.key.clone(), h.value.clone()))
-            .collect(),
-        other => panic!("expected an allow, got {other:?}"),
-    }
 }
 
 fn removed(response: &CheckResponse) -> Vec<String> {
@@ -44,7 +33,7 @@ fn removed(response: &CheckResponse) -> Vec<String> {
 
 /// The minted token of an allow, from `Authorization: Bearer`.
 fn minted(response: &CheckResponse) -> String {
-    let headers = upstream(response);
+    let headers = upstream_headers(response);
     let value = headers
         .get("authorization")
         .unwrap_or_else(|| panic!("no minted token in {headers:?}"));
@@ -308,7 +297,7 @@ async fn an_allowed_check_carries_a_minted_token_that_verifies_against_the_publi
         .await
         .expect("check")
         .into_inner();
-    assert!(!upstream(&response).contains_key("authorization"));
+    assert!(!upstream_headers(&response).contains_key("authorization"));
     assert!(removed(&response).contains(&"authorization".to_owned()));
     assert_eq!(metadata(&response, "mint_jti"), None);
     drop(s.dir);
@@ -571,7 +560,7 @@ async fn a_client_sent_copy_of_the_minted_token_header_never_reaches_the_upstrea
         .await
         .expect("check")
         .into_inner();
-    let headers = upstream(&response);
+    let headers = upstream_headers(&response);
     let minted = headers.get("x-internal-token").expect("minted token");
     assert_ne!(minted, forged);
     assert!(
@@ -594,7 +583,7 @@ async fn a_client_sent_copy_of_the_minted_token_header_never_reaches_the_upstrea
         .expect("check")
         .into_inner();
     assert!(removed(&response).contains(&"x-internal-token".to_owned()));
-    assert!(!upstream(&response).contains_key("x-internal-token"));
+    assert!(!upstream_headers(&response).contains_key("x-internal-token"));
     drop(dir);
 }
 

@@ -324,29 +324,20 @@ async fn no_log_output_contains_a_token_or_a_signature() {
     }
 }
 
-/// A key as `fedauthz apikey` prints it, and its entry.
+/// A key as `fedauthz apikey` prints it, and its entry (as text).
 fn api_key(id: &str) -> (String, String) {
-    let output = fedauthz()
-        .args([
-            "apikey",
+    let (key, entry) = common::api_key(
+        &[
             "--id",
             id,
             "--subject",
             "partner-svc",
             "--scope",
             "orders:read",
-        ])
-        .output()
-        .expect("run fedauthz apikey");
-    let text = String::from_utf8(output.stdout).expect("UTF-8");
-    let mut lines = text.lines().filter(|l| !l.starts_with('#'));
-    let key = lines.next().expect("key").to_owned();
-    let entry = lines
-        .next()
-        .and_then(|l| l.strip_prefix("- "))
-        .expect("entry")
-        .to_owned();
-    (key, entry)
+        ],
+        json!({}),
+    );
+    (key, entry.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread")]

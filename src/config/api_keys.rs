@@ -222,12 +222,7 @@ pub fn check_entry(
 pub(super) fn validate(config: &super::Config) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let issuers: HashSet<&str> = config.issuers.iter().map(|i| i.id.as_str()).collect();
-    let routes: HashSet<&str> = config
-        .routes
-        .iter()
-        .flatten()
-        .map(|r| r.name.as_str())
-        .collect();
+    let routes = config.route_names();
     let mut ids = HashMap::new();
     let mut prefixes: Vec<(usize, &str)> = Vec::new();
     for (s, set) in config.api_keys.iter().enumerate() {

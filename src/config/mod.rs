@@ -842,6 +842,15 @@ pub struct KeySource {
 }
 
 impl Config {
+    /// The names of the configured routes.
+    pub fn route_names(&self) -> std::collections::HashSet<&str> {
+        self.routes
+            .iter()
+            .flatten()
+            .map(|route| route.name.as_str())
+            .collect()
+    }
+
     /// Files read when this configuration is built (besides the configuration file itself):
     /// HMAC secret files, CA bundles, decryption and minting keys, API key files. A change to
     /// one of them means a reload. Key files

@@ -153,12 +153,7 @@ impl ApiKeys {
     /// a file that does not read or parse, or an entry in it that breaks a rule, is reported
     /// with its path and the configuration is refused.
     pub fn load(config: &Config, stats: ApiKeyStats) -> Result<Self, Vec<FieldError>> {
-        let routes: HashSet<&str> = config
-            .routes
-            .iter()
-            .flatten()
-            .map(|r| r.name.as_str())
-            .collect();
+        let routes = config.route_names();
         let mut errors = Vec::new();
         let mut keys = Self {
             stats,

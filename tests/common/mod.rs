@@ -476,3 +476,46 @@ pub fn jwcrypto_python() -> std::path::PathBuf {
     );
     path
 }
+
+/// The headers an allow sets upstream, by name (panics on a denial).
+pub fn upstream_headers(response: &CheckResponse) -> HashMap<String, String> {
+    match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => ok
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect(),
+        other => panic!("expected an allow, got {other:?}"),
+    }
+}
+
+/// A key as `fedauthz apikey ARGS` prints it, and its entry (the digest only) with `extra`
+/// fields merged in.
+pub fn api_key(args: &[&str], extra: Value) -> (String, Value) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fedauthz"))
+        .arg("apikey")
+        .args(args)
+        .output()
+        .expect("run fedauthz apikey");
+    assert!(
+        output.status.success(),
+        "fedauthz apikey: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 2, "a key and an entry: {text}");
+    let mut entry: Value = lines[1]
+        .strip_prefix("- ")
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("the entry is a YAML list item of JSON");
+    assert!(
+        !lines[1].contains(lines[0]),
+        "the entry never holds the key"
+    );
+    if let (Some(fields), Some(extra)) = (entry.as_object_mut(), extra.as_object()) {
+        fields.extend(extra.clone());
+    }
+    (lines[0].to_owned(), entry)
+}
