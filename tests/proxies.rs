@@ -112,6 +112,7 @@ struct Reply {
     body: String,
     upstream: Option<Seen>,
     decision: Value,
+    request_id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +185,8 @@ impl Stack {
                 );
                 let path = dir.path().join("envoy.yaml");
                 std::fs::write(&path, yaml).expect("write envoy config");
-                start_envoy(&path, admin, Stdio::null()).await
+                let log = std::fs::File::create(dir.path().join("access.log")).expect("log");
+                start_envoy(&path, admin, Stdio::from(log)).await
             }
         };
         Self {
@@ -226,6 +228,7 @@ impl Stack {
             body,
             upstream: self.echo.seen(&request_id),
             decision,
+            request_id,
         }
     }
 
@@ -249,6 +252,27 @@ impl Stack {
                 Instant::now() < deadline,
                 "no decision line for {request_id}:\n{}",
                 self.fedauthz.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Envoy's access log line for `request_id` (waits for Envoy to flush it).
+    fn envoy_log(&self, request_id: &str) -> Value {
+        let path = self.dir.path().join("access.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let line = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|l| l["request_id"] == request_id);
+            if let Some(line) = line {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no access log line for {request_id}:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -496,6 +520,10 @@ async fn the_same_cases(stack: &mut Stack, proxy: Proxy) {
             "orders-write"
         };
         assert_eq!(reply.decision["route"], route, "{proxy:?} {method}");
+        if proxy == Proxy::Envoy {
+            let log = stack.envoy_log(&reply.request_id);
+            assert_eq!(log["authz_reason"], "token_valid", "{log}");
+        }
     }
     // Anonymous: no identity, so no identity header survives either.
     let reply = stack.send("GET", "/public/page", &spoofed(None)).await;
@@ -547,6 +575,10 @@ async fn the_same_cases(stack: &mut Stack, proxy: Proxy) {
             None => assert!(challenges.is_empty(), "{at}: {challenges:?}"),
         }
         if proxy == Proxy::Envoy && !denial.envoy_error {
+            // The decision and reason reach Envoy's access log as dynamic metadata.
+            let log = stack.envoy_log(&reply.request_id);
+            assert_eq!(log["authz_reason"], denial.reason, "{at}: {log}");
+            assert_eq!(log["authz_decision"], "deny", "{at}");
             // Envoy passes fedauthz's body; nginx answers with its own error page.
             let body: Value = serde_json::from_str(&reply.body).expect("JSON body");
             assert_eq!(body["status"], status, "{at}");
