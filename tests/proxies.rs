@@ -54,7 +54,7 @@ fn nginx_binary() -> PathBuf {
 
 /// fedauthz's configuration: one issuer; anonymous `/public*`, writes to `/orders*` need
 /// scope `orders.write`, reads any token of the issuer; every decision logged.
-fn fedauthz_config(issuer: &TestIssuer, http: SocketAddr) -> String {
+fn fedauthz_config(issuer: &TestIssuer, http: SocketAddr, key_entry: &str) -> String {
     format!(
         r#"
 server:
@@ -75,6 +75,9 @@ issuers:
     issuer: https://down.example.com/
     keys: {{ jwks_uri: "{down}/keys", insecure_http: true }}
     audiences: [{AUD}]
+api_keys:
+  - id: partners
+    keys: [{key_entry}]
 routes:
   - name: public
     match: {{ paths: ["/public*"] }}
@@ -96,6 +99,8 @@ struct Stack {
     name: &'static str,
     dir: tempfile::TempDir,
     issuer: TestIssuer,
+    /// A key of the `partners` API key set.
+    api_key: String,
     echo: Echo,
     fedauthz: Process,
     proxy: Process,
@@ -128,7 +133,19 @@ impl Stack {
         let echo = Echo::start().await;
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = dir.path().join("fedauthz.yaml");
-        std::fs::write(&config, fedauthz_config(&issuer, http)).expect("write config");
+        let (api_key, entry) = common::api_key(
+            &[
+                "--id",
+                "edge",
+                "--subject",
+                "partner-svc",
+                "--scope",
+                "orders.read",
+            ],
+            json!({}),
+        );
+        std::fs::write(&config, fedauthz_config(&issuer, http, &entry.to_string()))
+            .expect("write config");
         let mut fedauthz = Process::spawn(
             Command::new(env!("CARGO_BIN_EXE_fedauthz"))
                 .arg("serve")
@@ -193,6 +210,7 @@ impl Stack {
             name,
             dir,
             issuer,
+            api_key,
             echo,
             fedauthz,
             proxy,
@@ -525,6 +543,22 @@ async fn the_same_cases(stack: &mut Stack, proxy: Proxy) {
             assert_eq!(log["authz_reason"], "token_valid", "{log}");
         }
     }
+    // An API key: its identity upstream, the key itself not.
+    let mut headers = spoofed(None);
+    headers.push(("x-api-key", stack.api_key.clone()));
+    let reply = stack.send("GET", "/orders/8", &headers).await;
+    assert_eq!(reply.status, 200, "{proxy:?}: {reply:?}");
+    let upstream = reply.upstream.as_ref().expect("reached the upstream");
+    assert_eq!(
+        upstream.values("x-auth-subject"),
+        ["partner-svc"],
+        "{proxy:?}"
+    );
+    assert_eq!(upstream.values("x-auth-issuer"), ["partners"], "{proxy:?}");
+    assert!(
+        upstream.values("x-api-key").is_empty(),
+        "{proxy:?}: the API key reached the upstream: {upstream:?}"
+    );
     // Anonymous: no identity, so no identity header survives either.
     let reply = stack.send("GET", "/public/page", &spoofed(None)).await;
     assert_eq!(reply.status, 200, "{proxy:?}: {reply:?}");
@@ -697,7 +731,12 @@ sys.exit(1 if errors else 0)
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for needed in ["X-Auth-Subject", "X-Auth-Issuer", "Authorization"] {
+    for needed in [
+        "X-Auth-Subject",
+        "X-Auth-Issuer",
+        "Authorization",
+        "X-Api-Key",
+    ] {
         assert!(
             headers.contains(&needed),
             "{needed} missing from {headers:?}"
