@@ -361,6 +361,18 @@ async fn unknown_revoked_expired_and_early_keys_each_have_their_reason() {
         .expect("rpc")
         .into_inner();
     assert_eq!(reason(&response), "credential_ambiguous");
+    // The same key twice too: one copy would otherwise go upstream.
+    let path = format!("/batch/run?api_key={}", s.legacy.text);
+    let response = client
+        .check(request(
+            "GET",
+            Box::leak(path.into_boxed_str()),
+            &[("authorization", &format!("ApiKey {}", s.legacy.text))],
+        ))
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert_eq!(reason(&response), "credential_ambiguous");
 
     let (_, metrics) = s.server.admin_get("/metrics").await;
     let count = |labels: &str| {

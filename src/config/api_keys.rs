@@ -223,6 +223,25 @@ pub(super) fn validate(config: &super::Config) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let issuers: HashSet<&str> = config.issuers.iter().map(|i| i.id.as_str()).collect();
     let routes = config.route_names();
+    let response = &config.response;
+    let settable: HashSet<String> = [
+        &response.identity_headers.subject,
+        &response.identity_headers.issuer,
+    ]
+    .into_iter()
+    .chain(response.identity_header.iter())
+    .chain(response.headers.keys())
+    .chain(
+        config
+            .routes
+            .iter()
+            .flatten()
+            .flat_map(|r| r.headers.keys()),
+    )
+    .chain(config.mint.iter().map(|m| &m.header))
+    .map(|name| name.to_ascii_lowercase())
+    .collect();
+    let settable: HashSet<&str> = settable.iter().map(String::as_str).collect();
     let mut ids = HashMap::new();
     let mut prefixes: Vec<(usize, &str)> = Vec::new();
     for (s, set) in config.api_keys.iter().enumerate() {
@@ -347,6 +366,15 @@ pub(super) fn validate(config: &super::Config) -> Vec<FieldError> {
                     at.clone(),
                     "needs exactly one of header and query",
                 )),
+            }
+            // A header fedauthz sets upstream cannot also be one it removes as a key.
+            if let Some(header) = &location.header
+                && settable.contains(header.as_str())
+            {
+                errors.push(FieldError::new(
+                    format!("{at}.header"),
+                    format!("{header} is a header fedauthz sets upstream"),
+                ));
             }
             // A location a token issuer also reads would make every credential there both.
             if let Some(header) = &location.header

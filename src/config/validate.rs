@@ -1006,6 +1006,42 @@ issuers:
     }
 
     #[test]
+    fn api_key_rules() {
+        let set = |body: &str| errors(&format!("{GOOD}api_keys:\n  - id: partners\n{body}"));
+        let hash = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            set(&format!(
+                "    keys: [{{id: k1, hash: '{hash}', subject: s}}]\n"
+            )),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            set(
+                "    locations: [{header: x-auth-subject}, {header: authorization, scheme: Bearer}, {query: key}]\n    keys: [{id: k_1, hash: 'md5:1', subject: s, routes: [nope]}]\n"
+            ),
+            [
+                "api_keys[0].locations[0].header: x-auth-subject is a header fedauthz sets upstream",
+                "api_keys[0].locations[1].scheme: must be an authentication scheme other than Bearer (got \"Bearer\")",
+                "api_keys[0].locations[1].header: authorization is also a token location of an issuer",
+                "api_keys[0].locations[2].query: needs allow_query_parameter: true (keys in URLs end up in logs)",
+                "api_keys[0].keys[0].id: must be 1-64 characters of [A-Za-z0-9-] (got \"k_1\")",
+                "api_keys[0].keys[0].hash: must be sha256:<64 hex digits>, as `fedauthz apikey` prints it (the set hashes with sha256)",
+                "api_keys[0].keys[0].routes[0]: names no configured route (\"nope\")",
+            ]
+        );
+        assert_eq!(
+            errors(&format!(
+                "{GOOD}api_keys:\n  - {{id: entra, keys: [{{id: a, hash: '{hash}', subject: s}}]}}\n  - {{id: b, prefix: fak_x, hash: hmac_sha256, file: /k.yaml}}\n"
+            )),
+            [
+                "api_keys[0].id: \"entra\" is also an issuer id: the identity's issuer would be ambiguous",
+                "api_keys[1].prefix: \"fak_x\" overlaps api_keys[0].prefix \"fak_\": a key must name one set",
+                "api_keys[1].hmac_secret_file: is required with hash: hmac_sha256",
+            ]
+        );
+    }
+
+    #[test]
     fn http_listener_rules() {
         let http = |body: &str| {
             errors(&format!(

@@ -266,7 +266,7 @@ impl ApiKeys {
     }
 
     /// The one API key in the request, `Ok(None)` when there is none, or a rejection when
-    /// there are several different ones. `path` is the request path with its query.
+    /// keys arrive in more than one location. `path` is the request path with its query.
     pub fn extract<'r>(
         &'r self,
         headers: &'r impl HeaderLookup,
@@ -295,8 +295,9 @@ impl ApiKeys {
                         query,
                     });
                 }
-                Some(existing) if existing.text == text => {}
-                Some(_) => return Err(ambiguous("different API keys in two locations")),
+                // Even the same key twice: each copy would have to be removed upstream, and a
+                // client that sends a key in two places is better told than guessed at.
+                Some(_) => return Err(ambiguous("API keys in two locations")),
             }
         }
         Ok(found)
