@@ -79,6 +79,9 @@ api_keys:
   - id: partners
     keys: [{key_entry}]
 routes:
+  - name: shop
+    match: {{ hosts: [shop.example.com], paths: ["/shop*"] }}
+    allow_anonymous: true
   - name: public
     match: {{ paths: ["/public*"] }}
     allow_anonymous: true
@@ -543,6 +546,20 @@ async fn the_same_cases(stack: &mut Stack, proxy: Proxy) {
             assert_eq!(log["authz_reason"], "token_valid", "{log}");
         }
     }
+    // The original host decides too: a route for another host does not match.
+    let reply = stack
+        .send(
+            "GET",
+            "/shop/cart",
+            &[("host", "shop.example.com".to_owned())],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{proxy:?}: {reply:?}");
+    assert_eq!(reply.decision["route"], "shop", "{proxy:?}");
+    let reply = stack.send("GET", "/shop/cart", &[]).await;
+    assert_eq!(reply.status, 403, "{proxy:?}: {reply:?}");
+    assert_eq!(reply.decision["reason"], "no_route_matched", "{proxy:?}");
+
     // An API key: its identity upstream, the key itself not.
     let mut headers = spoofed(None);
     headers.push(("x-api-key", stack.api_key.clone()));
