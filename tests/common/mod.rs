@@ -519,3 +519,10 @@ pub fn api_key(args: &[&str], extra: Value) -> (String, Value) {
     }
     (lines[0].to_owned(), entry)
 }
+
+/// The secret part of an API key `<prefix><key id>_<secret>` (the secret itself may hold `_`).
+pub fn api_key_secret(key: &str) -> &str {
+    key.split_once('_')
+        .and_then(|(_, rest)| rest.split_once('_'))
+        .map_or(key, |(_, secret)| secret)
+}
