@@ -82,6 +82,9 @@ pub struct Metrics {
     registry: Registry,
     checks: Family<CheckLabels, Counter>,
     duration: Family<TransportLabel, Histogram>,
+    /// Each transport's series of `duration`, looked up once (a check then observes without
+    /// a family lookup); gRPC's from the start, HTTP's at its first check.
+    durations: [std::sync::OnceLock<Histogram>; 2],
     reloads: Family<ResultLabel, Counter>,
     last_reload: Gauge,
     tls_expiry: Family<ListenerLabel, Gauge>,
@@ -105,10 +108,6 @@ impl Metrics {
         let duration = Family::<TransportLabel, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.000_05, 2.0, 16))) as fn() -> Histogram,
         );
-        // Present from the start for the one listener that always runs.
-        let _ = duration.get_or_create(&TransportLabel {
-            transport: crate::check::Transport::Grpc.name(),
-        });
         registry.register(
             "check_duration_seconds",
             "Time to answer a check, by transport (grpc or http)",
@@ -165,16 +164,20 @@ impl Metrics {
             current: Arc::clone(&current),
         }));
         registry.register_collector(Box::new(KeyCollector { current }));
-        Self {
+        let metrics = Self {
             registry,
             checks,
             duration,
+            durations: Default::default(),
             reloads,
             last_reload,
             tls_expiry,
             tls_handshake_failures,
             tls_reloads,
-        }
+        };
+        // Present from the start for the one listener that always runs.
+        let _ = metrics.duration_of(crate::check::Transport::Grpc);
+        metrics
     }
 
     /// Records when the certificate `listener` serves expires.
@@ -216,11 +219,22 @@ impl Metrics {
                 issuer: IssuerId(issuer.cloned()),
             })
             .inc();
-        self.duration
-            .get_or_create(&TransportLabel {
-                transport: transport.name(),
-            })
-            .observe(took.as_secs_f64());
+        self.duration_of(transport).observe(took.as_secs_f64());
+    }
+
+    /// The check duration series of `transport`.
+    fn duration_of(&self, transport: crate::check::Transport) -> &Histogram {
+        let slot = match transport {
+            crate::check::Transport::Grpc => &self.durations[0],
+            crate::check::Transport::Http => &self.durations[1],
+        };
+        slot.get_or_init(|| {
+            self.duration
+                .get_or_create(&TransportLabel {
+                    transport: transport.name(),
+                })
+                .clone()
+        })
     }
 
     /// Counts one configuration reload.
