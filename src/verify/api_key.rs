@@ -77,6 +77,8 @@ struct Entry {
     not_before: Option<i64>,
     expires: Option<i64>,
     revoked: bool,
+    /// 16 hex digits naming the key in logs (its grant's `id_hash`).
+    id_hash: Arc<str>,
     /// The identity, built at load (shared by every check with this key).
     token: Arc<VerifiedToken>,
 }
@@ -90,6 +92,8 @@ struct KeySet {
     /// Which of [`ApiKeys::locations`] this set reads.
     locations: LocationSet,
     entries: HashMap<String, Entry>,
+    /// The set's check counters, resolved at load.
+    counters: SetCounters,
 }
 
 /// Where a key may arrive.
@@ -146,6 +150,8 @@ pub struct ApiKeys {
     sets: Vec<KeySet>,
     locations: Vec<Location>,
     stats: ApiKeyStats,
+    /// Counts keys no set's prefix names (`key_set=""`).
+    unmatched: Counter,
 }
 
 impl ApiKeys {
@@ -155,8 +161,14 @@ impl ApiKeys {
     pub fn load(config: &Config, stats: ApiKeyStats) -> Result<Self, Vec<FieldError>> {
         let routes = config.route_names();
         let mut errors = Vec::new();
+        let unmatched = if config.api_keys.is_empty() {
+            Counter::default()
+        } else {
+            stats.counters(None).unknown
+        };
         let mut keys = Self {
             stats,
+            unmatched,
             ..Self::default()
         };
         for (s, set) in config.api_keys.iter().enumerate() {
@@ -219,7 +231,8 @@ impl ApiKeys {
                 ));
                 continue;
             }
-            let token = Arc::new(identity_of(&issuer, &entry));
+            let id_hash: Arc<str> = Arc::from(crate::decision_log::hash_subject(&id, &entry.id));
+            let token = Arc::new(identity_of(&issuer, &entry, Arc::clone(&id_hash)));
             compiled.insert(
                 entry.id.clone(),
                 Entry {
@@ -227,6 +240,7 @@ impl ApiKeys {
                     not_before: entry.not_before.map(|t| t.unix()),
                     expires: entry.expires.map(|t| t.unix()),
                     revoked: entry.revoked,
+                    id_hash,
                     token,
                 },
             );
@@ -245,6 +259,7 @@ impl ApiKeys {
         }
         match hasher {
             Some(hasher) if errors.is_empty() => Ok(KeySet {
+                counters: self.stats.counters(Some(&id)),
                 id,
                 prefix: set.prefix.clone(),
                 hasher,
@@ -318,14 +333,14 @@ impl ApiKeys {
             .iter()
             .find(|set| text.starts_with(set.prefix.as_str()))
         else {
-            self.stats.checked(None, Outcome::Unknown);
+            self.unmatched.inc();
             return Err(Rejection::new(
                 Reason::ApiKeyUnknown,
                 "the key starts with no configured key set's prefix",
             ));
         };
         let unknown = |detail: &str| {
-            self.stats.checked(Some(&set.id), Outcome::Unknown);
+            set.counters.unknown.inc();
             Rejection::new(
                 Reason::ApiKeyUnknown,
                 format!("key set {}: {detail}", set.id),
@@ -354,25 +369,20 @@ impl ApiKeys {
             return Err(unknown("the key's digest does not match the stored one"));
         }
         // From here on the caller holds the real key: the refusals may say why.
-        let refuse = |reason, outcome, detail: String| {
-            self.stats.checked(Some(&set.id), outcome);
+        let refuse = |reason, detail: String| {
+            set.counters.refused.inc();
             Rejection::new(reason, format!("key set {}: {detail}", set.id)).for_issuer(&set.id)
         };
-        let id_hash = match &entry.token.proof {
-            Proof::ApiKey(grant) => grant.id_hash.clone(),
-            Proof::Signature(_) => Arc::from(""),
-        };
+        let id_hash = &entry.id_hash;
         if !set.locations.intersects(LocationSet::single(key.location)) {
             return Err(refuse(
                 Reason::TokenLocationNotAllowed,
-                Outcome::Refused,
                 format!("key {id_hash} arrived in a location the set does not accept"),
             ));
         }
         if entry.revoked {
             return Err(refuse(
                 Reason::ApiKeyRevoked,
-                Outcome::Refused,
                 format!("key {id_hash} is revoked"),
             ));
         }
@@ -381,7 +391,6 @@ impl ApiKeys {
         {
             return Err(refuse(
                 Reason::ApiKeyNotYetValid,
-                Outcome::Refused,
                 format!("key {id_hash} is valid from {not_before}"),
             ));
         }
@@ -390,11 +399,10 @@ impl ApiKeys {
         {
             return Err(refuse(
                 Reason::ApiKeyExpired,
-                Outcome::Refused,
                 format!("key {id_hash} expired at {expires}"),
             ));
         }
-        self.stats.checked(Some(&set.id), Outcome::Valid);
+        set.counters.valid.inc();
         Ok(Arc::clone(&entry.token))
     }
 }
@@ -565,9 +573,8 @@ fn key_set_issuer(id: &Arc<str>) -> Issuer {
     }
 }
 
-fn identity_of(issuer: &Arc<Issuer>, entry: &ApiKeyEntry) -> VerifiedToken {
+fn identity_of(issuer: &Arc<Issuer>, entry: &ApiKeyEntry, id_hash: Arc<str>) -> VerifiedToken {
     let key_id: Arc<str> = Arc::from(entry.id.as_str());
-    let id_hash = crate::decision_log::hash_subject(&issuer.id, &entry.id);
     VerifiedToken {
         issuer: Arc::clone(issuer),
         expires_at: entry.expires.map_or(i64::MAX, |t| t.unix()),
@@ -585,7 +592,7 @@ fn identity_of(issuer: &Arc<Issuer>, entry: &ApiKeyEntry) -> VerifiedToken {
         claims: serde_json::Map::new(),
         proof: Proof::ApiKey(ApiKeyGrant {
             key_id,
-            id_hash: Arc::from(id_hash),
+            id_hash,
             routes: entry
                 .routes
                 .as_ref()
@@ -593,14 +600,6 @@ fn identity_of(issuer: &Arc<Issuer>, entry: &ApiKeyEntry) -> VerifiedToken {
         }),
         encryption: None,
     }
-}
-
-/// What an API key check came to, for the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Outcome {
-    Valid,
-    Unknown,
-    Refused,
 }
 
 /// A key set id label value (empty when no set's prefix matched).
@@ -638,19 +637,31 @@ impl ApiKeyStats {
         );
     }
 
-    fn checked(&self, set: Option<&Arc<str>>, outcome: Outcome) {
-        let result = match outcome {
-            Outcome::Valid => "valid",
-            Outcome::Unknown => "unknown",
-            Outcome::Refused => "refused",
+    /// The counters of `set` (`None`: keys no set names), each looked up once so that a
+    /// check counts without a family lookup.
+    fn counters(&self, set: Option<&Arc<str>>) -> SetCounters {
+        let counter = |result| {
+            self.checks
+                .get_or_create(&CheckLabels {
+                    key_set: SetId(set.cloned()),
+                    result,
+                })
+                .clone()
         };
-        self.checks
-            .get_or_create(&CheckLabels {
-                key_set: SetId(set.cloned()),
-                result,
-            })
-            .inc();
+        SetCounters {
+            valid: counter("valid"),
+            unknown: counter("unknown"),
+            refused: counter("refused"),
+        }
     }
+}
+
+/// One key set's counters, by result.
+#[derive(Debug, Clone, Default)]
+struct SetCounters {
+    valid: Counter,
+    unknown: Counter,
+    refused: Counter,
 }
 
 /// `fedauthz apikey`: a new key for set `set` with id `key_id`, and the entry that stores its
