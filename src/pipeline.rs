@@ -256,11 +256,10 @@ impl Pipeline {
             ),
             Ok(Presented::Nothing) => (Authentication::Missing, CredentialPlace::default(), None),
             Ok(Presented::Key { key, jwt }) => {
-                let mut place = jwt.map_or_else(CredentialPlace::default, |jwt| {
+                let place = jwt.map_or_else(CredentialPlace::default, |jwt| {
                     credential_place(&jwt, headers)
                 });
-                place.api_key_header = key.header;
-                place.api_key_parameter = key.query;
+                let place = with_key(place, Some(&key));
                 (
                     self.verify_key(&key, now),
                     place,
@@ -268,11 +267,7 @@ impl Pipeline {
                 )
             }
             Ok(Presented::Token { token, key }) => {
-                let mut place = credential_place(&token, headers);
-                if let Some(key) = key {
-                    place.api_key_header = key.header;
-                    place.api_key_parameter = key.query;
-                }
+                let place = with_key(credential_place(&token, headers), key.as_ref());
                 let (outcome, miss) = self.verify_token(&token, now);
                 key_miss = miss;
                 (outcome, place, Some(CredentialKind::Jwt))
@@ -497,6 +492,19 @@ fn credential_place<'r>(
             }
         }),
     }
+}
+
+/// `place`, plus where the API key `key` (if any) came: a key never goes upstream, whichever
+/// credential was judged.
+fn with_key<'r>(
+    mut place: CredentialPlace<'r>,
+    key: Option<&PresentedKey<'r>>,
+) -> CredentialPlace<'r> {
+    if let Some(key) = key {
+        place.api_key_header = key.header;
+        place.api_key_parameter = key.query;
+    }
+    place
 }
 
 /// The top-level claim names a claim path may start at: the whole path and each prefix ending
