@@ -301,102 +301,7 @@ pub(super) fn validate(config: &super::Config) -> Vec<FieldError> {
         }
         for (i, location) in set.locations.iter().enumerate() {
             let at = format!("{at}.locations[{i}]");
-            match (&location.header, &location.query) {
-                (Some(header), None) => {
-                    let token = |s: &str| {
-                        !s.is_empty()
-                            && s.bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-                    };
-                    if !token(header) || header.bytes().any(|b| b.is_ascii_uppercase()) {
-                        errors.push(FieldError::new(
-                            format!("{at}.header"),
-                            format!("must be a lower-case header name (got {header:?})"),
-                        ));
-                    }
-                    if ["cookie", "host"].contains(&header.as_str()) {
-                        errors.push(FieldError::new(
-                            format!("{at}.header"),
-                            format!("{header} cannot carry an API key"),
-                        ));
-                    }
-                    if header == "authorization" && location.scheme.is_none() {
-                        errors.push(FieldError::new(
-                            format!("{at}.scheme"),
-                            "is required with the authorization header (e.g. ApiKey), so keys \
-                             and bearer tokens never share a location",
-                        ));
-                    }
-                    if let Some(scheme) = &location.scheme
-                        && (!token(scheme) || scheme.eq_ignore_ascii_case("bearer"))
-                    {
-                        errors.push(FieldError::new(
-                            format!("{at}.scheme"),
-                            format!(
-                                "must be an authentication scheme other than Bearer (got {scheme:?})"
-                            ),
-                        ));
-                    }
-                }
-                (None, Some(query)) => {
-                    if !set.allow_query_parameter {
-                        errors.push(FieldError::new(
-                            format!("{at}.query"),
-                            "needs allow_query_parameter: true (keys in URLs end up in logs)",
-                        ));
-                    }
-                    if location.scheme.is_some() {
-                        errors.push(FieldError::new(
-                            format!("{at}.scheme"),
-                            "only applies to a header",
-                        ));
-                    }
-                    if query.is_empty()
-                        || !query
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-                    {
-                        errors.push(FieldError::new(
-                            format!("{at}.query"),
-                            format!("must be a plain parameter name (got {query:?})"),
-                        ));
-                    }
-                }
-                _ => errors.push(FieldError::new(
-                    at.clone(),
-                    "needs exactly one of header and query",
-                )),
-            }
-            // A header fedauthz sets upstream cannot also be one it removes as a key.
-            if let Some(header) = &location.header
-                && settable.contains(header.as_str())
-            {
-                errors.push(FieldError::new(
-                    format!("{at}.header"),
-                    format!("{header} is a header fedauthz sets upstream"),
-                ));
-            }
-            // A location a token issuer also reads would make every credential there both.
-            if let Some(header) = &location.header
-                && config
-                    .issuers
-                    .iter()
-                    .flat_map(|i| i.locations())
-                    .any(|token| {
-                        token.header.as_deref() == Some(header.as_str())
-                            && token
-                                .prefix
-                                .as_deref()
-                                .map(str::trim_end)
-                                .map(str::to_ascii_lowercase)
-                                == location.scheme.as_deref().map(str::to_ascii_lowercase)
-                    })
-            {
-                errors.push(FieldError::new(
-                    format!("{at}.header"),
-                    format!("{header} is also a token location of an issuer"),
-                ));
-            }
+            errors.extend(check_location(location, &at, set, config, &settable));
         }
         match (set.hash, &set.hmac_secret_file) {
             (KeyHash::HmacSha256, None) => errors.push(FieldError::new(
@@ -426,6 +331,110 @@ pub(super) fn validate(config: &super::Config) -> Vec<FieldError> {
                 ));
             }
         }
+    }
+    errors
+}
+
+/// Rule violations of one key location at `at` of `set`; `settable` are the headers
+/// fedauthz sets upstream.
+fn check_location(
+    location: &ApiKeyLocation,
+    at: &str,
+    set: &ApiKeySetConfig,
+    config: &super::Config,
+    settable: &HashSet<&str>,
+) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    match (&location.header, &location.query) {
+        (Some(header), None) => {
+            let token = |s: &str| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            };
+            if !token(header) || header.bytes().any(|b| b.is_ascii_uppercase()) {
+                errors.push(FieldError::new(
+                    format!("{at}.header"),
+                    format!("must be a lower-case header name (got {header:?})"),
+                ));
+            }
+            if ["cookie", "host"].contains(&header.as_str()) {
+                errors.push(FieldError::new(
+                    format!("{at}.header"),
+                    format!("{header} cannot carry an API key"),
+                ));
+            }
+            if header == "authorization" && location.scheme.is_none() {
+                errors.push(FieldError::new(
+                    format!("{at}.scheme"),
+                    "is required with the authorization header (e.g. ApiKey), so keys \
+                     and bearer tokens never share a location",
+                ));
+            }
+            if let Some(scheme) = &location.scheme
+                && (!token(scheme) || scheme.eq_ignore_ascii_case("bearer"))
+            {
+                errors.push(FieldError::new(
+                    format!("{at}.scheme"),
+                    format!("must be an authentication scheme other than Bearer (got {scheme:?})"),
+                ));
+            }
+        }
+        (None, Some(query)) => {
+            if !set.allow_query_parameter {
+                errors.push(FieldError::new(
+                    format!("{at}.query"),
+                    "needs allow_query_parameter: true (keys in URLs end up in logs)",
+                ));
+            }
+            if location.scheme.is_some() {
+                errors.push(FieldError::new(
+                    format!("{at}.scheme"),
+                    "only applies to a header",
+                ));
+            }
+            if query.is_empty()
+                || !query
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                errors.push(FieldError::new(
+                    format!("{at}.query"),
+                    format!("must be a plain parameter name (got {query:?})"),
+                ));
+            }
+        }
+        _ => errors.push(FieldError::new(at, "needs exactly one of header and query")),
+    }
+    // A header fedauthz sets upstream cannot also be one it removes as a key.
+    if let Some(header) = &location.header
+        && settable.contains(header.as_str())
+    {
+        errors.push(FieldError::new(
+            format!("{at}.header"),
+            format!("{header} is a header fedauthz sets upstream"),
+        ));
+    }
+    // A location a token issuer also reads would make every credential there both.
+    if let Some(header) = &location.header
+        && config
+            .issuers
+            .iter()
+            .flat_map(|i| i.locations())
+            .any(|token| {
+                token.header.as_deref() == Some(header.as_str())
+                    && token
+                        .prefix
+                        .as_deref()
+                        .map(str::trim_end)
+                        .map(str::to_ascii_lowercase)
+                        == location.scheme.as_deref().map(str::to_ascii_lowercase)
+            })
+    {
+        errors.push(FieldError::new(
+            format!("{at}.header"),
+            format!("{header} is also a token location of an issuer"),
+        ));
     }
     errors
 }
