@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::process::Process;
-use common::proxy::{Echo, Seen, envoy_binary, free_port, start_envoy, wait_http};
+use common::proxy::{Echo, Seen, envoy_binary, free_port, keep_logs, start_envoy, wait_http};
 use common::{Answer, JwksServer, TestIssuer};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
@@ -254,18 +254,16 @@ impl Drop for Stack {
         if !std::thread::panicking() {
             return;
         }
-        let keep = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target/e2e-logs")
-            .join(self.name);
-        let _ = std::fs::create_dir_all(&keep);
-        for file in ["envoy.yaml", "fedauthz.yaml", "access.log"] {
-            let _ = std::fs::copy(self.dir.path().join(file), keep.join(file));
-        }
-        let _ = std::fs::write(keep.join("envoy.stderr"), self.envoy.stderr());
+        let mut outputs = vec![("envoy.stderr", self.envoy.stderr())];
         if let Some(fedauthz) = self.fedauthz.as_mut() {
-            let _ = std::fs::write(keep.join("fedauthz.stderr"), fedauthz.stderr());
+            outputs.push(("fedauthz.stderr", fedauthz.stderr()));
         }
-        eprintln!("e2e logs of {} kept in {}", self.name, keep.display());
+        keep_logs(
+            self.name,
+            self.dir.path(),
+            &["envoy.yaml", "fedauthz.yaml", "access.log"],
+            &outputs,
+        );
     }
 }
 

@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::process::Process;
-use common::proxy::{Echo, Seen, free_port, start_envoy};
+use common::proxy::{Echo, Seen, free_port, keep_logs, start_envoy};
 use common::{TestIssuer, now};
 use serde_json::{Value, json};
 
@@ -312,23 +312,23 @@ impl Drop for Stack {
         if !std::thread::panicking() {
             return;
         }
-        let keep = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target/e2e-logs")
-            .join(self.name);
-        let _ = std::fs::create_dir_all(&keep);
-        for file in [
-            "fedauthz.yaml",
-            "envoy.yaml",
-            "nginx.conf",
-            "fedauthz.conf",
-            "access.log",
-            "error.log",
-        ] {
-            let _ = std::fs::copy(self.dir.path().join(file), keep.join(file));
-        }
-        let _ = std::fs::write(keep.join("proxy.stderr"), self.proxy.stderr());
-        let _ = std::fs::write(keep.join("fedauthz.stderr"), self.fedauthz.stderr());
-        eprintln!("e2e logs of {} kept in {}", self.name, keep.display());
+        let outputs = [
+            ("proxy.stderr", self.proxy.stderr()),
+            ("fedauthz.stderr", self.fedauthz.stderr()),
+        ];
+        keep_logs(
+            self.name,
+            self.dir.path(),
+            &[
+                "fedauthz.yaml",
+                "envoy.yaml",
+                "nginx.conf",
+                "fedauthz.conf",
+                "access.log",
+                "error.log",
+            ],
+            &outputs,
+        );
     }
 }
 

@@ -146,3 +146,19 @@ impl Echo {
         self.seen.lock().ok()?.get(request_id).cloned()
     }
 }
+
+/// On a failing test, keeps `files` of `dir` and the named process `outputs` in
+/// `target/e2e-logs/<name>/`, and says where.
+pub fn keep_logs(name: &str, dir: &Path, files: &[&str], outputs: &[(&str, String)]) {
+    let keep = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/e2e-logs")
+        .join(name);
+    let _ = std::fs::create_dir_all(&keep);
+    for file in files {
+        let _ = std::fs::copy(dir.join(file), keep.join(file));
+    }
+    for (file, text) in outputs {
+        let _ = std::fs::write(keep.join(file), text);
+    }
+    eprintln!("e2e logs of {name} kept in {}", keep.display());
+}
