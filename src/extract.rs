@@ -201,7 +201,8 @@ fn several_credentials(value: &str, prefix: Option<&str>) -> Option<Joined> {
     (credentials >= 2).then_some(Joined { ours })
 }
 
-fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+/// Whether `text` starts with `prefix`, ASCII case ignored (an authentication scheme).
+pub fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
     text.get(..prefix.len())
         .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
 }

@@ -29,7 +29,7 @@ use crate::config::{
     ApiKeyEntry, ApiKeyFile, ApiKeyLocation, ApiKeySetConfig, Config, FieldError, KeyHash,
     MAX_KEY_BYTES, check_api_key_entry, is_key_id,
 };
-use crate::extract::{HeaderLookup, LocationSet};
+use crate::extract::{HeaderLookup, LocationSet, starts_with_ignore_case};
 use crate::identity::{Groups, Identity, Profile};
 use crate::keys::KeyStore;
 use crate::reason::{Reason, Rejection};
@@ -461,10 +461,8 @@ pub fn header_key<'r>(
     };
     let start = match scheme {
         None => 0,
-        Some(scheme) => match value.get(..scheme.len()) {
-            Some(head) if head.eq_ignore_ascii_case(scheme) => scheme.len(),
-            _ => return Ok(None),
-        },
+        Some(scheme) if starts_with_ignore_case(&value, scheme) => scheme.len(),
+        Some(_) => return Ok(None),
     };
     let key = match value {
         Cow::Borrowed(v) => Cow::Borrowed(v.get(start..).unwrap_or("").trim()),
